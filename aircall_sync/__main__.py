@@ -1,0 +1,3 @@
+from aircall_sync.cli import main
+
+main()
