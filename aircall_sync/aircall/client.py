@@ -1,0 +1,294 @@
+"""Aircall REST API v1 client: credentials check and calls by date range.
+
+Facts relied on (``../shared/reference/aircall-api.md``):
+
+- §1 Basic auth with API ID / API token; ``GET /v1/ping`` is the cheapest check.
+- §2 ``from``/``to`` filter ``started_at ∈ (from, to]`` (from exclusive, to
+  inclusive, observed), so ``[S, E)`` is asked as ``from=S-1&to=E-1`` and two
+  windows ``(a, m]`` and ``(m, b]`` never share or drop a call.
+- §3 a query never yields more than 10,000 items and ``page*per_page > 10000``
+  is an HTTP 400: a window is split until it holds fewer than ``SPLIT_AT``
+  calls; one second that alone holds 10,000 or more cannot be split and is
+  reported (``WindowTooDenseError``), never truncated.
+- §4 the rate limit is company-wide and its headers only come with a 429: pace
+  on the client side; on 429 wait ``X-AircallApi-Reset`` (below 10⁹: seconds to
+  wait; above: a UNIX time, DESIGN §2), else ``Retry-After``, else 60 s.
+
+Everything is yielded lazily: one page of calls is in memory at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from aircall_sync import __version__
+from aircall_sync.aircall.models import Call, CallParseError
+from aircall_sync.errors import CredentialsError, ServiceError
+from aircall_sync.http import Pacer, RetryPolicy, RetryStats, send
+
+PER_PAGE = 50  # the documented maximum (§2); more is silently clamped
+MAX_ITEMS = 10_000  # §3
+MAX_PAGE = MAX_ITEMS // PER_PAGE
+SPLIT_AT = 9_000  # margin under the cap: calls keep arriving while we page
+DEFAULT_RATE_LIMIT_WAIT = 60.0  # "blocks your access for 60 seconds" (§4)
+
+
+class WindowTooDenseError(ServiceError):
+    """One second holds more calls than one Aircall query can return."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``started_at ∈ (after, until]`` in UNIX seconds, exactly as Aircall filters."""
+
+    after: int
+    until: int
+
+    @property
+    def seconds(self) -> int:
+        return self.until - self.after
+
+
+@dataclass(frozen=True, slots=True)
+class BadCall:
+    """A call payload that could not be used, reported with whatever id it had."""
+
+    call_id: int | None
+    reason: str
+
+
+@dataclass
+class FetchStats:
+    pages: int = 0
+    windows: int = 0
+    splits: int = 0
+    calls: int = 0
+    duplicates_dropped: int = 0
+
+
+def window_for(start: datetime, end: datetime) -> Window:
+    """The Aircall window holding the calls that started in ``[start, end)``."""
+    return Window(int(start.timestamp()) - 1, int(end.timestamp()) - 1)
+
+
+class AircallClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_id: str,
+        api_token: str,
+        *,
+        requests_per_minute: float | None = 60,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+        verify: bool | str = True,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self.pacer = Pacer(requests_per_minute, sleep=self.retry.sleep)
+        self.stats = RetryStats()
+        self.fetch = FetchStats()
+        self._clock = clock
+        self._http = httpx.Client(
+            auth=httpx.BasicAuth(api_id, api_token),
+            timeout=timeout,
+            transport=transport,
+            verify=verify,
+            headers={"User-Agent": f"aircall-sync/{__version__}", "Accept": "application/json"},
+        )
+
+    # -------------------------------------------------------------- plumbing
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AircallClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _rate_limit_wait(self, response: httpx.Response) -> float:
+        reset = response.headers.get("X-AircallApi-Reset")
+        if reset:
+            try:
+                value = float(reset)
+            except ValueError:
+                value = None
+            if value is not None:
+                wait = value - self._clock() if value >= 1e9 else value
+                # A reset in the past (clock skew) still deserves a short pause.
+                return min(max(wait, 1.0), 3600.0)
+        retry_after = response.headers.get("Retry-After")
+        if retry_after:
+            try:
+                return min(max(float(retry_after), 1.0), 3600.0)
+            except ValueError:
+                pass
+        return DEFAULT_RATE_LIMIT_WAIT
+
+    def _get(self, path: str, params: dict | None = None) -> dict:
+        response = send(
+            self._http,
+            "GET",
+            f"{self.base_url}{path}",
+            params=params,
+            service="Aircall",
+            pacer=self.pacer,
+            policy=self.retry,
+            stats=self.stats,
+            rate_limit_wait=self._rate_limit_wait,
+        )
+        if response.status_code in (401, 403):
+            raise CredentialsError(
+                f"Aircall refused the credentials (HTTP {response.status_code}): check aircall.api_id and "
+                "aircall.api_token (Dashboard > Integrations & API > API Keys)"
+            )
+        if response.status_code >= 400:
+            raise ServiceError(f"Aircall answered HTTP {response.status_code} for GET {path}: {_error_text(response)}")
+        try:
+            body = response.json()
+        except ValueError:
+            raise ServiceError(f"Aircall answered GET {path} with a body that is not JSON") from None
+        if not isinstance(body, dict):
+            raise ServiceError(f"Aircall answered GET {path} with unexpected JSON ({type(body).__name__})")
+        return body
+
+    # -------------------------------------------------------------- API
+
+    def ping(self) -> None:
+        """Raise ``CredentialsError`` or ``ServiceError`` unless Aircall accepts us."""
+        self._get("/ping")
+
+    def get_call(self, call_id: int) -> dict:
+        return self._get(f"/calls/{int(call_id)}", {"fetch_contact": "true"}).get("call") or {}
+
+    def _page(self, window: Window, page: int, per_page: int = PER_PAGE) -> dict:
+        if page * per_page > MAX_ITEMS:  # §3: Aircall would answer 400
+            raise ServiceError(f"refusing to ask Aircall for page {page}: beyond its 10,000-item cap")
+        self.fetch.pages += 1
+        return self._get(
+            "/calls",
+            {
+                "from": window.after,
+                "to": window.until,
+                "order": "asc",
+                "per_page": per_page,
+                "page": page,
+                "fetch_contact": "true",
+            },
+        )
+
+    def iter_payloads(self, start: datetime, end: datetime) -> Iterator[dict]:
+        """Raw call objects that started in ``[start, end)``, each exactly once."""
+        if end <= start:
+            return
+        yield from self._iter_window(window_for(start, end))
+
+    def iter_calls(self, start: datetime, end: datetime, on_bad: Callable[[BadCall], None] | None = None) -> Iterator[Call]:
+        """Parsed calls in ``[start, end)``; unusable payloads go to ``on_bad``."""
+        for payload in self.iter_payloads(start, end):
+            try:
+                call = Call.parse(payload)
+            except CallParseError as exc:
+                if on_bad is not None:
+                    on_bad(BadCall(exc.call_id, str(exc)))
+                continue
+            self.fetch.calls += 1
+            yield call
+
+    def _iter_window(self, window: Window) -> Iterator[dict]:
+        # Depth-first, so windows are probed only as the caller consumes calls
+        # and memory holds one page plus the stack of pending halves.
+        pending = [window]
+        while pending:
+            current = pending.pop()
+            first = self._page(current, 1)
+            total = _meta_int(first, "total")
+            if total is not None and total >= SPLIT_AT:
+                if current.seconds <= 1:
+                    if total >= MAX_ITEMS:
+                        raise WindowTooDenseError(
+                            f"{total} calls started in the single second ending at {_iso(current.until)}; "
+                            "Aircall returns at most 10,000 per query, so this second cannot be read completely"
+                        )
+                else:
+                    self.fetch.splits += 1
+                    middle = current.after + current.seconds // 2
+                    pending.append(Window(middle, current.until))
+                    pending.append(Window(current.after, middle))
+                    continue
+            self.fetch.windows += 1
+            yield from self._pages_of(current, first)
+
+    def _pages_of(self, window: Window, first: dict) -> Iterator[dict]:
+        seen: set[int] = set()
+        page, body = 1, first
+        while True:
+            calls = body.get("calls")
+            if not isinstance(calls, list):
+                raise ServiceError("Aircall answered the call list without a 'calls' array")
+            for payload in calls:
+                call_id = payload.get("id") if isinstance(payload, dict) else None
+                # A call whose started_at Aircall rewrote while we paged can
+                # slide onto the next page: never yield it twice.
+                if isinstance(call_id, int):
+                    if call_id in seen:
+                        self.fetch.duplicates_dropped += 1
+                        continue
+                    seen.add(call_id)
+                yield payload
+            if not _has_next(body, page, len(calls)):
+                return
+            page += 1
+            if page > MAX_PAGE:
+                raise ServiceError(
+                    f"the window {_iso(window.after)}..{_iso(window.until)} grew past Aircall's 10,000-call cap "
+                    "while it was being read; run again"
+                )
+            body = self._page(window, page)
+
+
+def _has_next(body: dict, page: int, count: int) -> bool:
+    meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
+    if count == 0:
+        return False
+    if "next_page_link" in meta:
+        return bool(meta["next_page_link"])
+    # Without the link (as on /v1/webhooks), compare the position with the total.
+    total = _meta_int(body, "total")
+    per_page = _meta_int(body, "per_page") or PER_PAGE
+    return total is not None and page * per_page < total
+
+
+def _meta_int(body: dict, key: str) -> int | None:
+    meta = body.get("meta")
+    if isinstance(meta, dict):
+        value = meta.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.reason_phrase or "no details"
+    if isinstance(body, dict):
+        for key in ("errors", "message", "error", "troubleshoot"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value[:300]
+    return response.reason_phrase or "no details"

@@ -1,0 +1,305 @@
+"""How a call is read and whether it is logged: RULES.md §1–2, as pure functions.
+
+No I/O here: every function takes the call (and plain values from the
+settings) and returns a value, so each rule is proven by a table-driven test
+that cites its id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from phonenumbers import geocoder
+
+from aircall_sync.aircall.models import Call, User
+
+
+class Kind(StrEnum):
+    """R-CALL-2: exactly one kind per call (the names are part of the CLI contract)."""
+
+    OUTBOUND_ANSWERED = "outbound_answered"
+    OUTBOUND_UNANSWERED = "outbound_unanswered"
+    INBOUND_ANSWERED = "inbound_answered"
+    MISSED = "missed"
+    VOICEMAIL = "voicemail"
+
+
+class Flow(StrEnum):
+    """R-FLOW-1: what a target does with a call of a given kind."""
+
+    COMPLETED = "completed"
+    OPEN = "open"
+    SKIP = "skip"
+
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+# ---------------------------------------------------------------- R-CALL-1..3
+
+
+def is_answered(call: Call) -> bool:
+    """R-CALL-1."""
+    return call.answered_at is not None
+
+
+def is_inbound(call: Call) -> bool:
+    # Only two directions exist in the public API (aircall-api.md §7); anything
+    # that is not "outbound" is read as inbound so an odd value cannot drop a call.
+    return call.direction != "outbound"
+
+
+def has_voicemail(call: Call) -> bool:
+    return bool(call.voicemail or call.voicemail_short_url or (call.asset and "voicemail" in call.asset))
+
+
+def call_kind(call: Call) -> Kind:
+    """R-CALL-2."""
+    if not is_inbound(call):
+        return Kind.OUTBOUND_ANSWERED if is_answered(call) else Kind.OUTBOUND_UNANSWERED
+    if is_answered(call):
+        return Kind.INBOUND_ANSWERED
+    return Kind.VOICEMAIL if has_voicemail(call) else Kind.MISSED
+
+
+def is_conference(call: Call) -> bool:
+    """R-CALL-3: more than two parties."""
+    return len(call.participants) > 2
+
+
+# ---------------------------------------------------------------- R-CALL-4
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalNumber:
+    e164: str
+    #: ``False`` for a number that parses and is possible but not valid: still
+    #: looked up and logged, but an "invalid number" for R-SFV-4.
+    valid: bool
+    #: English country name (R-SF-FIELDS ``country``); empty when invalid.
+    country: str
+    international: str
+
+
+def external_number(call: Call) -> ExternalNumber | None:
+    """R-CALL-4: the customer's number in E.164, or ``None`` when there is none."""
+    raw = (call.raw_digits or "").strip()
+    if not raw or raw.lower() == "anonymous":
+        return None
+    region = (call.number.country if call.number and call.number.country else None) or None
+    try:
+        parsed = phonenumbers.parse(raw, region.upper() if region else None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    valid = phonenumbers.is_valid_number(parsed)
+    return ExternalNumber(
+        e164=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
+        valid=valid,
+        country=geocoder.country_name_for_number(parsed, "en") if valid else "",
+        international=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
+    )
+
+
+def aircall_number_e164(call: Call) -> str | None:
+    """The Aircall line in E.164 (``+`` included), from ``e164_digits`` or ``digits``."""
+    if call.number is None:
+        return None
+    for candidate in (call.number.e164_digits, call.number.digits):
+        if not candidate:
+            continue
+        try:
+            parsed = phonenumbers.parse(candidate, (call.number.country or "").upper() or None)
+        except phonenumbers.NumberParseException:
+            continue
+        return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return None
+
+
+# ---------------------------------------------------------------- R-CALL-5..9
+
+
+def settled(call: Call, now: datetime, lag: timedelta) -> tuple[bool, str | None]:
+    """R-CALL-5: finished (``done`` with ``ended_at``) and ended at least ``lag`` ago."""
+    if call.status != "done" or call.ended_at is None:
+        return False, f"not finished yet (status {call.status or 'unknown'})"
+    if call.ended_at > now - lag:
+        return False, f"ended less than {_human(lag)} ago (Aircall may still rewrite it)"
+    return True, None
+
+
+def talk_seconds(call: Call) -> int:
+    """R-CALL-6: ``ended_at − answered_at`` when answered, else 0."""
+    if call.answered_at is None or call.ended_at is None:
+        return 0
+    return max(0, int((call.ended_at - call.answered_at).total_seconds()))
+
+
+def wait_seconds(call: Call) -> int:
+    """R-CALL-6: how long an inbound caller waited; 0 for outbound calls."""
+    if not is_inbound(call):
+        return 0
+    until = call.answered_at if call.answered_at is not None else call.ended_at
+    if until is None:
+        return 0
+    return max(0, int((until - call.started_at).total_seconds()))
+
+
+def answered_by(call: Call) -> User | None:
+    """R-CALL-9: the transfer target when transferred to a user, else ``user``; none if unanswered."""
+    if not is_answered(call):
+        return None
+    return call.transferred_to or call.user
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    kind: str  # "voicemail" | "recording"
+    link: str
+
+
+def media_link(call: Call, link: str = "asset") -> Media | None:
+    """R-CALL-8: the link written to a CRM, never the 1-hour direct mp3 URL.
+
+    ``link="asset"`` prefers the permanent asset page, ``"short_url"`` the 3-hour
+    short URL; each falls back to the other rather than to nothing.
+    """
+    if call_kind(call) is Kind.VOICEMAIL:
+        kind, short = "voicemail", call.voicemail_short_url
+    elif call.recording or call.recording_short_url or call.asset:
+        kind, short = "recording", call.recording_short_url
+    else:
+        return None
+    order = (short, call.asset) if link == "short_url" else (call.asset, short)
+    chosen = next((u for u in order if u), None)
+    return Media(kind, chosen) if chosen else None
+
+
+# ---------------------------------------------------------------- R-FLOW-1..2
+
+
+def flow_for(kind: Kind, call_flow: Mapping[str, str]) -> Flow:
+    """R-FLOW-1: the configured flow for this kind (defaults live in settings)."""
+    return Flow(call_flow[kind.value])
+
+
+def zone_for(call: Call, default: ZoneInfo) -> ZoneInfo:
+    """The Aircall number's time zone, or ``default`` when it is missing or unknown."""
+    name = call.number.time_zone if call.number else None
+    if name:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return default
+
+
+def outside_business_hours(
+    call: Call, days: Collection[str], start: time, end: time, default_zone: ZoneInfo
+) -> str | None:
+    """R-FLOW-2: why the call is outside business hours, or ``None`` when inside."""
+    if call.missed_call_reason == "out_of_opening_hours":
+        return "outside business hours (Aircall: out_of_opening_hours)"
+    zone = zone_for(call, default_zone)
+    local = call.started_at.astimezone(zone)
+    day = WEEKDAYS[local.weekday()]
+    if day not in days or not (start <= local.time().replace(tzinfo=None) < end):
+        return f"outside business hours ({day} {local:%H:%M} {zone.key})"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    flow: Flow
+    reason: str | None = None  # set for skips
+
+    @property
+    def skipped(self) -> bool:
+        return self.flow is Flow.SKIP
+
+
+def decide(
+    call: Call,
+    call_flow: Mapping[str, str],
+    *,
+    log_calls: str,
+    days: Collection[str],
+    start: time,
+    end: time,
+    default_zone: ZoneInfo,
+    needs_external_number: bool = False,
+) -> Decision:
+    """R-FLOW-1, R-FLOW-2 (and R-FRONT-1's "no number" skip) for one target."""
+    flow = flow_for(call_kind(call), call_flow)
+    if flow is Flow.SKIP:
+        return Decision(Flow.SKIP, "call flow")
+    if log_calls == "business_hours":
+        reason = outside_business_hours(call, days, start, end, default_zone)
+        if reason:
+            return Decision(Flow.SKIP, reason)
+    if needs_external_number and external_number(call) is None:
+        return Decision(Flow.SKIP, "no external number")
+    return Decision(flow)
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# ---------------------------------------------------------------- all of it, per target
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Everything §1–2 say about one call, for each enabled target."""
+
+    call: Call
+    kind: Kind
+    conference: bool
+    external: ExternalNumber | None
+    talk_seconds: int
+    wait_seconds: int
+    settled: bool
+    unsettled_reason: str | None
+    decisions: dict[str, Decision]
+
+
+def assess(call: Call, settings, now: datetime) -> Assessment:
+    """Apply RULES §1–2 with the user's settings (a ``settings.Settings``)."""
+    sync = settings.sync
+    hours = sync.business_hours
+    is_settled, why = settled(call, now, sync.lag)
+    decisions = {}
+    for target in settings.enabled_targets():
+        flow = getattr(settings, target).call_flow
+        decisions[target] = decide(
+            call,
+            {kind.value: flow.for_kind(kind.value) for kind in Kind},
+            log_calls=sync.log_calls,
+            days=hours.days,
+            start=hours.start,
+            end=hours.end,
+            default_zone=sync.tzinfo,
+            needs_external_number=target == "front",
+        )
+    return Assessment(
+        call=call,
+        kind=call_kind(call),
+        conference=is_conference(call),
+        external=external_number(call),
+        talk_seconds=talk_seconds(call),
+        wait_seconds=wait_seconds(call),
+        settled=is_settled,
+        unsettled_reason=why,
+        decisions=decisions,
+    )
