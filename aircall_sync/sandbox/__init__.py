@@ -1,0 +1,38 @@
+"""Offline emulators of the APIs aircall-sync talks to (DESIGN.md §7).
+
+- :mod:`.server`: the generic loopback HTTP(S) server, request log and fault
+  injection that every emulated API is mounted on.
+- :mod:`.generator`: the deterministic Aircall data set and its compact store.
+- :mod:`.aircall_api`: the Aircall public API v1 emulator.
+
+Typical use in a test::
+
+    server, store = start_aircall_sandbox(calls=500, seed=1, start=..., end=...)
+    base_url = server.url + "/v1"      # what the tool's settings point at
+    ...
+    server.stop()
+"""
+
+from aircall_sync.sandbox.aircall_api import (
+    DEFAULT_API_ID,
+    DEFAULT_API_TOKEN,
+    AircallApp,
+    start_aircall_sandbox,
+)
+from aircall_sync.sandbox.generator import CallStore, generate
+from aircall_sync.sandbox.server import Fault, Faults, LoopbackServer, Request, RequestRecord, Response
+
+__all__ = [
+    "DEFAULT_API_ID",
+    "DEFAULT_API_TOKEN",
+    "AircallApp",
+    "CallStore",
+    "Fault",
+    "Faults",
+    "LoopbackServer",
+    "Request",
+    "RequestRecord",
+    "Response",
+    "generate",
+    "start_aircall_sandbox",
+]
