@@ -1,0 +1,357 @@
+"""The ``aircall-sync`` command line (DESIGN §3).
+
+Each command parses its options, calls the core, and prints. Failures come back
+as typed exceptions (``aircall_sync.errors``) and are turned into one line and
+an exit code by ``EXIT_CODES``, the only place exit codes are decided.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import ssl
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aircall_sync import __version__, render, rules
+from aircall_sync.aircall.client import AircallClient, BadCall
+from aircall_sync.dates import parse_range
+from aircall_sync.errors import (
+    AircallSyncError,
+    CredentialsError,
+    LockHeldError,
+    OrgMismatchError,
+    RecordsFailedError,
+    SettingsError,
+    UsageError,
+)
+from aircall_sync.settings import Settings, default_config_path, load_settings, write_example
+
+log = logging.getLogger("aircall_sync")
+
+#: One table from failure to exit code; the first matching class wins.
+EXIT_CODES: list[tuple[type[BaseException], int]] = [
+    (UsageError, 2),
+    (SettingsError, 2),
+    (OrgMismatchError, 2),
+    (RecordsFailedError, 3),
+    (LockHeldError, 4),
+    (CredentialsError, 5),
+    (AircallSyncError, 1),
+]
+
+EXIT_TABLE_HELP = (
+    "Exit codes: 0 done; 1 unexpected error; 2 bad usage or settings; "
+    "3 finished but some records failed; 4 another run holds the lock; "
+    "5 a service refused the credentials."
+)
+
+
+def exit_code_for(exc: BaseException) -> int:
+    for cls, code in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return 1
+
+
+app = typer.Typer(
+    name="aircall-sync",
+    help="Log Aircall calls into Salesforce and Front: backfill, scheduled sync and dry-run preview.\n\n"
+    + EXIT_TABLE_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@dataclass
+class Options:
+    config: Path
+    verbose: bool
+    quiet: bool
+    log_format: str
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+
+def _options(ctx: typer.Context) -> Options:
+    return ctx.find_root().obj
+
+
+def _echo_err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command body; turn our exceptions into one line and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = kwargs.get("ctx")
+        options = ctx.find_root().obj if isinstance(ctx, typer.Context) else None
+        verbose = bool(options and options.verbose)
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except AircallSyncError as exc:
+            if verbose:
+                _echo_err(traceback.format_exc().rstrip())
+            _echo_err(f"error: {exc}")
+            raise typer.Exit(exit_code_for(exc)) from None
+        except KeyboardInterrupt:
+            _echo_err("interrupted")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # The reader (``| head``) has all it wanted: not a failure. Point
+            # stdout at /dev/null so the interpreter's final flush stays quiet.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        except Exception as exc:  # ours: say so, and show the traceback only when asked
+            if verbose:
+                _echo_err(traceback.format_exc().rstrip())
+            _echo_err(
+                f"error: unexpected {type(exc).__name__}; this is a bug in aircall-sync "
+                "(run again with --verbose for the traceback and report it)"
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+class _JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "message": record.getMessage(),
+            },
+            ensure_ascii=False,
+        )
+
+
+def _setup_logging(verbose: bool, quiet: bool, log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonLogFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aircall-sync {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Settings file. Default: $AIRCALL_SYNC_CONFIG, else ./settings.toml.",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Say more; show tracebacks of our own errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
+    log_format: Annotated[str, typer.Option("--log-format", help="Log lines as text or json.")] = "text",
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Log Aircall calls into Salesforce and Front."""
+    if log_format not in ("text", "json"):
+        _echo_err(f'error: --log-format: expected one of text, json, got "{log_format}"')
+        raise typer.Exit(2)
+    if verbose and quiet:
+        _echo_err("error: --verbose and --quiet cannot be used together; pick one")
+        raise typer.Exit(2)
+    _setup_logging(verbose, quiet, log_format)
+    ctx.obj = Options(config=config or default_config_path(), verbose=verbose, quiet=quiet, log_format=log_format)
+
+
+def aircall_client(settings: Settings) -> AircallClient:
+    a = settings.aircall
+    return AircallClient(
+        a.base_url,
+        a.api_id,
+        a.api_token.reveal(),
+        requests_per_minute=a.requests_per_minute,
+        verify=_verify(settings),
+    )
+
+
+def _verify(settings: Settings) -> bool | ssl.SSLContext:
+    # The standard variables are honoured too (DESIGN §4), so a corporate proxy's
+    # CA works for every service without a setting.
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
+
+
+# ---------------------------------------------------------------- init
+
+
+@app.command()
+@handled
+def init(
+    ctx: typer.Context,
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Where to write it. Default: the --config path (./settings.toml).", show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented settings file to start from."""
+    target = path or _options(ctx).config
+    written = write_example(target, force=force)
+    typer.echo(f"Wrote {written} (every key is documented in it).")
+    typer.echo("Next: export AIRCALL_API_ID and AIRCALL_API_TOKEN (or edit the file), then run: aircall-sync check")
+
+
+# ---------------------------------------------------------------- check
+
+
+@app.command()
+@handled
+def check(ctx: typer.Context) -> None:
+    """Validate the settings (every problem at once), then reach each enabled service."""
+    settings = _options(ctx).settings()
+    typer.echo(f"Settings: {settings.path} is valid.")
+    with aircall_client(settings) as client:
+        client.ping()
+    typer.echo(f"Aircall: credentials accepted at {settings.aircall.base_url}.")
+    for target in settings.enabled_targets():
+        # Said plainly rather than skipped silently: the target is enabled in the
+        # settings but this version cannot write to it.
+        raise UsageError(
+            f"{target}.enabled = true, but this version of aircall-sync cannot log to {target.capitalize()} yet; "
+            f"set {target}.enabled = false"
+        )
+
+
+# ---------------------------------------------------------------- calls
+
+
+@app.command()
+@handled
+def calls(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD) or date-time, in sync.timezone.")],
+    to: Annotated[str, typer.Option("--to", help="Last day (inclusive) or end date-time, in sync.timezone.")],
+    format: Annotated[str, typer.Option("--format", help="table or jsonl.")] = "table",
+) -> None:
+    """List calls with their kind, talk and wait time, number and flow decision per target."""
+    if format not in ("table", "jsonl"):
+        raise UsageError(f'--format: expected one of table, jsonl, got "{format}"')
+    settings = _options(ctx).settings()
+    start, end = parse_range(from_, to, settings.sync.tzinfo)
+    now = datetime.now(UTC)
+    out = sys.stdout
+    targets = settings.enabled_targets()
+    table = render.CallsTable(out, targets, settings.sync.tzinfo) if format == "table" else None
+    bad: list[BadCall] = []
+    listed = unsettled = 0
+    began = time.monotonic()
+    with aircall_client(settings) as client:
+        if table:
+            table.header()
+        for call in client.iter_calls(start, end, on_bad=bad.append):
+            assessment = rules.assess(call, settings, now)
+            listed += 1
+            unsettled += not assessment.settled
+            if table:
+                table.row(assessment)
+            else:
+                render.jsonl(out, render.call_json(assessment))
+        requests = client.stats.requests
+    for item in bad:
+        who = f"call {item.call_id}" if item.call_id is not None else "a call without an id"
+        log.warning("%s could not be read and is not listed: %s", who, item.reason)
+    log.info(
+        "%d call(s) listed (%d not settled yet), %d unreadable, %d Aircall request(s), %.1fs",
+        listed, unsettled, len(bad), requests, time.monotonic() - began,
+    )
+
+
+# ---------------------------------------------------------------- sandbox
+
+
+@app.command()
+@handled
+def sandbox(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Loopback address to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free port).")] = 0,
+    calls: Annotated[int, typer.Option("--calls", help="How many calls to generate.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data (same seed, same data).")] = 1,
+    days: Annotated[int, typer.Option("--days", help="Spread the calls over the last N days.")] = 7,
+    write_settings: Annotated[
+        Path | None,
+        typer.Option("--write-settings", help="Also write the settings to this file (refuses to overwrite).",
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Serve the emulated APIs on loopback and print the settings that point at them."""
+    from aircall_sync.sandbox.stack import BANNER, Sandbox, SandboxOptions
+
+    if not _is_loopback(host):
+        raise UsageError(f'--host: the sandbox serves on loopback only (127.0.0.1, localhost or ::1), got "{host}"')
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port: expected 0 to 65535, got {port}")
+    if calls < 0 or days < 1:
+        raise UsageError("--calls must be 0 or more and --days 1 or more")
+    state_path = Path("aircall-sync-sandbox.sqlite3").resolve()
+    with Sandbox(SandboxOptions(calls=calls, seed=seed, days=days, host=host, port=port)) as box:
+        text = box.settings_toml(state_path)
+        if write_settings is not None:
+            try:
+                with open(write_settings, "x", encoding="utf-8") as out:
+                    out.write(text)
+            except FileExistsError:
+                raise UsageError(f"{write_settings} already exists; choose another --write-settings path") from None
+        typer.echo(text, nl=False)
+        _echo_err(f"{BANNER}. Aircall: {box.aircall_url} ({calls} calls over {days} days, seed {seed}).")
+        _echo_err("Use the settings above (--config), e.g. aircall-sync calls --from ... --to ...; Ctrl-C stops.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            _echo_err("sandbox stopped")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main() -> None:
+    app()

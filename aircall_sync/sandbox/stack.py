@@ -1,0 +1,90 @@
+"""All the emulated services together, and settings that point the tool at them.
+
+Used by ``aircall-sync sandbox``, by the end-to-end tests and by the benchmarks:
+one place decides how the emulators are started and what a settings file for
+them looks like. Nothing here imports the client's code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import tomli_w
+
+from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
+from aircall_sync.sandbox.generator import CallStore, generate
+from aircall_sync.sandbox.server import Faults, LoopbackServer
+
+BANNER = "aircall-sync sandbox: emulated APIs on loopback, not the real services"
+
+
+@dataclass
+class SandboxOptions:
+    calls: int = 500
+    seed: int = 1
+    days: int = 7
+    host: str = "127.0.0.1"
+    port: int = 0
+    #: Server-side limit (None: unlimited), as Aircall's company-wide budget.
+    aircall_requests_per_minute: int | None = None
+    aircall_faults: Faults | None = None
+    end: datetime | None = None
+
+
+@dataclass
+class Sandbox:
+    options: SandboxOptions = field(default_factory=SandboxOptions)
+    aircall_server: LoopbackServer | None = None
+    aircall_store: CallStore | None = None
+
+    def start(self) -> Sandbox:
+        o = self.options
+        end = o.end or datetime.now(UTC).replace(microsecond=0)
+        store = generate(calls=o.calls, seed=o.seed, start=end - timedelta(days=o.days), end=end)
+        app = AircallApp(
+            store,
+            api_id=DEFAULT_API_ID,
+            api_token=DEFAULT_API_TOKEN,
+            requests_per_minute=o.aircall_requests_per_minute,
+        )
+        self.aircall_server = LoopbackServer(app, api="aircall", host=o.host, port=o.port, faults=o.aircall_faults)
+        self.aircall_server.start()
+        self.aircall_store = store
+        return self
+
+    def stop(self) -> None:
+        if self.aircall_server is not None:
+            self.aircall_server.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def aircall_url(self) -> str:
+        assert self.aircall_server is not None, "start the sandbox first"
+        return self.aircall_server.url + "/v1"
+
+    def settings(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3") -> dict:
+        """Settings (as a TOML-ready dict) that point every service at this sandbox."""
+        return {
+            "aircall": {
+                "api_id": DEFAULT_API_ID,
+                "api_token": DEFAULT_API_TOKEN,
+                "base_url": self.aircall_url,
+                # The emulator has no company-wide budget to share: go fast.
+                "requests_per_minute": 6000,
+            },
+            "sync": {"state_path": str(state_path)},
+        }
+
+    def settings_toml(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3") -> str:
+        head = (
+            f"# {BANNER}.\n"
+            "# The credentials below are the sandbox's fixed test values, not secrets.\n"
+        )
+        return head + tomli_w.dumps(self.settings(state_path))
