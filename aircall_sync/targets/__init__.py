@@ -1,0 +1,1 @@
+"""Targets: each turns assessed calls plus CRM lookups into the records it writes."""
