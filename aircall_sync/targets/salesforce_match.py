@@ -1,0 +1,202 @@
+"""Matching an external number to a Salesforce record: RULES.md §3.
+
+Pure parts (search terms, the choice among candidates) are separate from the
+resolver that asks the org, so each rule is tested on plain data.
+
+Facts relied on (``../shared/reference/salesforce-api.md`` §5): Salesforce
+stores phones as typed; whether SOSL matches ``+14155551212`` against
+``(415) 555-1212`` is unconfirmed. So we search several digit forms of each
+number in one SOSL ``FIND {…} IN PHONE FIELDS`` (OR between terms), keep each
+query under 4,000 characters, and compare in Python on E.164. Records the tool
+creates carry the number in E.164, and are also found by an exact SOQL match,
+which does not wait for the search index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import phonenumbers
+
+from aircall_sync.rules import ExternalNumber
+from aircall_sync.targets.salesforce import soql_in, sosl_term
+from aircall_sync.targets.salesforce_task import Match
+
+#: R-SF-MATCH-1: the phone fields searched, per object.
+PHONE_FIELDS: dict[str, tuple[str, ...]] = {
+    "Contact": ("Phone", "MobilePhone", "HomePhone", "OtherPhone", "AssistantPhone"),
+    "Lead": ("Phone", "MobilePhone"),
+    "Account": ("Phone",),
+    "PersonAccount": ("PersonMobilePhone", "PersonHomePhone", "PersonOtherPhone"),
+}
+#: R-SF-MATCH-2.
+PRIORITY = ("Contact", "Lead", "Account", "PersonAccount")
+SOSL_BUDGET = 4000  # above this SOSL changes how it reads the query (§5)
+
+
+def search_terms(number: ExternalNumber) -> list[str]:
+    """Digit strings a CRM may hold for this number, however it was typed."""
+    parsed = phonenumbers.parse(number.e164)
+    e164_digits = number.e164.lstrip("+")
+    national = str(parsed.national_number)
+    national_format = "".join(
+        ch for ch in phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit()
+    )
+    terms = [e164_digits, national, national_format, "00" + e164_digits]
+    # "+33 (0)1 76 11 11 11": the country code kept before the national trunk prefix.
+    terms.append(str(parsed.country_code) + national_format)
+    if parsed.country_code == 1:
+        terms.append("011" + e164_digits)
+    return list(dict.fromkeys(t for t in terms if len(t) >= 5))
+
+
+def sosl_queries(numbers: Sequence[ExternalNumber], person_accounts: bool) -> list[str]:
+    """SOSL statements covering ``numbers``, each under ``SOSL_BUDGET`` characters."""
+    returning = _returning(person_accounts)
+    queries, terms = [], []
+    for number in numbers:
+        mine = [sosl_term(t) for t in search_terms(number)]
+        candidate = terms + mine
+        if terms and len(_sosl(candidate, returning)) > SOSL_BUDGET:
+            queries.append(_sosl(terms, returning))
+            candidate = mine
+        terms = candidate
+    if terms:
+        queries.append(_sosl(terms, returning))
+    return queries
+
+
+def _sosl(terms: list[str], returning: str) -> str:
+    return "FIND {" + " OR ".join(terms) + "} IN PHONE FIELDS RETURNING " + returning
+
+
+def _returning(person_accounts: bool) -> str:
+    common = "Id, Name, OwnerId, LastModifiedDate"
+    contact_where = " WHERE IsPersonAccount = false" if person_accounts else ""
+    account = f"Account({common}, Phone"
+    if person_accounts:
+        account += ", IsPersonAccount, PersonContactId, " + ", ".join(PHONE_FIELDS["PersonAccount"])
+    account += ")"
+    return ", ".join(
+        [
+            f"Contact({common}, AccountId, {', '.join(PHONE_FIELDS['Contact'])}{contact_where})",
+            f"Lead({common}, {', '.join(PHONE_FIELDS['Lead'])} WHERE IsConverted = false)",
+            account,
+        ]
+    )
+
+
+def exact_queries(numbers: Sequence[ExternalNumber], sobject: str, person_accounts: bool) -> list[str]:
+    """SOQL finding records stored with the E.164 value itself (records this tool created)."""
+    fields = {"Contact": "Id, Name, OwnerId, LastModifiedDate, AccountId, Phone",
+              "Lead": "Id, Name, OwnerId, LastModifiedDate, Phone",
+              "Account": "Id, Name, OwnerId, LastModifiedDate, Phone"}[sobject]
+    if sobject == "Account" and person_accounts:
+        fields += ", IsPersonAccount, PersonContactId"
+    extra = " AND IsConverted = false" if sobject == "Lead" else ""
+    if sobject == "Contact" and person_accounts:
+        extra = " AND IsPersonAccount = false"  # person contacts match as their Person Account
+    values = [n.e164 for n in numbers]
+    return [f"SELECT {fields} FROM {sobject} WHERE Phone IN {soql_in(values[i:i + 300])}{extra}"
+            for i in range(0, len(values), 300)]
+
+
+def kind_of(record: Mapping) -> str:
+    sobject = (record.get("attributes") or {}).get("type", "")
+    if sobject == "Account" and record.get("IsPersonAccount"):
+        return "PersonAccount"
+    return sobject
+
+
+def _normalized(value: str, region: str | None) -> str | None:
+    try:
+        parsed = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def holds_number(record: Mapping, number: ExternalNumber) -> bool:
+    """R-SF-MATCH-1: one of the record's phone fields is this number, compared on E.164."""
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(number.e164))
+    kind = kind_of(record)
+    fields = PHONE_FIELDS.get(kind, ())
+    if kind == "PersonAccount":
+        fields = fields + PHONE_FIELDS["Account"]
+    for name in fields:
+        value = record.get(name)
+        if isinstance(value, str) and value.strip():
+            # Strings typed with an international prefix: "00…" / "011…".
+            text = value.strip()
+            if _normalized(text, region) == number.e164:
+                return True
+            digits = "".join(ch for ch in text if ch.isdigit())
+            for prefix in ("00", "011"):
+                if digits.startswith(prefix) and _normalized("+" + digits[len(prefix):], None) == number.e164:
+                    return True
+    return False
+
+
+def _modified(record: Mapping) -> datetime:
+    text = str(record.get("LastModifiedDate") or "")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("+0000", "+00:00"))
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def choose(records: Iterable[Mapping], number: ExternalNumber) -> Mapping | None:
+    """R-SF-MATCH-2 and -3: the best record holding the number, or None."""
+    holding = [r for r in records if kind_of(r) in PRIORITY and holds_number(r, number)]
+    if not holding:
+        return None
+    # Priority first; within a type the most recently modified wins; the id breaks exact ties.
+    return min(holding, key=lambda r: (PRIORITY.index(kind_of(r)), -_modified(r).timestamp(), str(r.get("Id"))))
+
+
+def to_match(record: Mapping, created: bool = False) -> Match:
+    kind = kind_of(record)
+    return Match(
+        object=kind,
+        id=str(record["Id"]),
+        name=record.get("Name") or None,
+        owner_id=record.get("OwnerId"),
+        account_id=record.get("AccountId") if kind == "Contact" else None,
+        person_contact_id=record.get("PersonContactId") if kind == "PersonAccount" else None,
+        created=created,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewRecord:
+    """What R-SF-MATCH-4 creates for an unknown number."""
+
+    sobject: str  # Lead | Contact | Account
+    fields: dict
+
+
+def new_record(number: ExternalNumber, contact, unknown_number: str, new_lead_company: str) -> NewRecord | None:
+    """R-SF-MATCH-4: the record to create, or None when the setting says ``nothing``."""
+    first = ((contact.first_name or "").strip() if contact else "") or None
+    last = ((contact.last_name or "").strip() if contact else "") or None
+    full = " ".join(p for p in (first, last) if p) or number.international
+    if unknown_number == "lead":
+        fields = {"LastName": last or (number.international if not first else first),
+                  "Company": ((contact.company_name or "").strip() if contact else "") or new_lead_company,
+                  "Phone": number.e164}
+        if first and last:
+            fields["FirstName"] = first
+        return NewRecord("Lead", fields)
+    if unknown_number == "contact":
+        fields = {"LastName": last or (number.international if not first else first), "Phone": number.e164}
+        if first and last:
+            fields["FirstName"] = first
+        return NewRecord("Contact", fields)
+    if unknown_number == "account":
+        return NewRecord("Account", {"Name": full, "Phone": number.e164})
+    return None
