@@ -10,7 +10,7 @@ from conftest import Cli, write_settings
 from typer.testing import CliRunner
 
 from aircall_sync import rules
-from aircall_sync.aircall.client import AircallClient, WindowTooDenseError
+from aircall_sync.aircall.client import AircallClient
 from aircall_sync.http import RetryPolicy
 from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
 from aircall_sync.sandbox.generator import generate
