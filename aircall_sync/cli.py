@@ -11,20 +11,20 @@ import functools
 import json
 import logging
 import os
-import ssl
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from aircall_sync import __version__, render, rules
-from aircall_sync.aircall.client import AircallClient, BadCall
+from aircall_sync.aircall.client import BadCall
+from aircall_sync.runner import aircall_client
 from aircall_sync.dates import parse_range
 from aircall_sync.errors import (
     AircallSyncError,
@@ -193,24 +193,6 @@ def main_options(
     ctx.obj = Options(config=config or default_config_path(), verbose=verbose, quiet=quiet, log_format=log_format)
 
 
-def aircall_client(settings: Settings) -> AircallClient:
-    a = settings.aircall
-    return AircallClient(
-        a.base_url,
-        a.api_id,
-        a.api_token.reveal(),
-        requests_per_minute=a.requests_per_minute,
-        verify=_verify(settings),
-    )
-
-
-def _verify(settings: Settings) -> bool | ssl.SSLContext:
-    # The standard variables are honoured too (DESIGN §4), so a corporate proxy's
-    # CA works for every service without a setting.
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
-    return ssl.create_default_context(cafile=bundle) if bundle else True
-
-
 # ---------------------------------------------------------------- init
 
 
@@ -243,13 +225,28 @@ def check(ctx: typer.Context) -> None:
     with aircall_client(settings) as client:
         client.ping()
     typer.echo(f"Aircall: credentials accepted at {settings.aircall.base_url}.")
+    problems: list[str] = []
     for target in settings.enabled_targets():
-        # Said plainly rather than skipped silently: the target is enabled in the
-        # settings but this version cannot write to it.
-        raise UsageError(
-            f"{target}.enabled = true, but this version of aircall-sync cannot log to {target.capitalize()} yet; "
-            f"set {target}.enabled = false"
-        )
+        if target == "front":
+            # Said plainly rather than skipped silently: enabled, but this version cannot write to it.
+            problems.append("front.enabled = true, but this version of aircall-sync cannot log to Front yet; "
+                            "set front.enabled = false")
+            continue
+        if settings.salesforce.mode != "task":
+            problems.append('salesforce.mode = "voice" is not available in this version yet; set it to "task"')
+            continue
+        from aircall_sync.runner import connect_org
+        from aircall_sync.targets.salesforce_target import check_org
+
+        org = connect_org(settings)
+        infos, found = check_org(settings, org)
+        typer.echo(f"Salesforce: signed in to {settings.salesforce.instance_url} ({settings.salesforce.auth}).")
+        for info in infos:
+            typer.echo(f"  {info}")
+        problems.extend(found)
+    if problems:
+        raise OrgMismatchError("\n".join([f"{len(problems)} problem(s) to fix before logging:",
+                                          *(f"  {p}" for p in problems)]))
 
 
 # ---------------------------------------------------------------- calls
@@ -296,6 +293,88 @@ def calls(
     )
 
 
+# ---------------------------------------------------------------- backfill, sync, retry
+
+TargetOption = Annotated[str, typer.Option("--target", help="salesforce, front or all (the enabled ones).")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Show what would be written; write nothing anywhere.")]
+FormatOption = Annotated[str, typer.Option("--format", help="text, or json (with --dry-run).")]
+ReportOption = Annotated[
+    Path | None,
+    typer.Option("--report", help="Write one JSON line per call and target with its outcome.", show_default=False),
+]
+
+
+def _run(ctx: typer.Context, command: str, **kwargs: Any) -> None:
+    from aircall_sync.runner import execute
+
+    options = _options(ctx)
+    execute(options.settings(), command, out=sys.stdout, err=sys.stderr, quiet=options.quiet, **kwargs)
+
+
+@app.command()
+@handled
+def backfill(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD) or date-time, in sync.timezone.")],
+    to: Annotated[str, typer.Option("--to", help="Last day (inclusive) or end date-time, in sync.timezone.")],
+    target: TargetOption = "all",
+    dry_run: DryRunOption = False,
+    format: FormatOption = "text",
+    report: ReportOption = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Stop after N settled calls.", show_default=False)] = None,
+) -> None:
+    """Log the calls of a past date range; an interrupted run of the same range resumes."""
+    settings = _options(ctx).settings()
+    start, end = parse_range(from_, to, settings.sync.tzinfo)
+    _run(ctx, "backfill", which=target, dry_run=dry_run, fmt=format, report_path=report, limit=limit,
+         start=start, end=end)
+
+
+@app.command()
+@handled
+def sync(
+    ctx: typer.Context,
+    dry_run: DryRunOption = False,
+    format: FormatOption = "text",
+    report: ReportOption = None,
+) -> None:
+    """Log new and changed calls, from the watermark minus sync.revisit to now minus sync.lag (for cron)."""
+    _run(ctx, "sync", dry_run=dry_run, fmt=format, report_path=report)
+
+
+@app.command()
+@handled
+def retry(
+    ctx: typer.Context,
+    dry_run: DryRunOption = False,
+    format: FormatOption = "text",
+    report: ReportOption = None,
+) -> None:
+    """Write again the records that failed in earlier runs (after fixing their cause)."""
+    _run(ctx, "retry", dry_run=dry_run, fmt=format, report_path=report)
+
+
+@app.command()
+@handled
+def explain(
+    ctx: typer.Context,
+    call_id: Annotated[int, typer.Argument(help="The Aircall call id.")],
+) -> None:
+    """How the rules read one call, and exactly what would be written for it in each target."""
+    from aircall_sync.runner import explain as explain_call
+
+    explain_call(_options(ctx).settings(), call_id, out=sys.stdout)
+
+
+@app.command()
+@handled
+def status(ctx: typer.Context) -> None:
+    """The sync watermark, the last runs, unfinished backfills and the records that failed."""
+    from aircall_sync.runner import status as show_status
+
+    show_status(_options(ctx).settings(), out=sys.stdout)
+
+
 # ---------------------------------------------------------------- sandbox
 
 
@@ -340,6 +419,52 @@ def sandbox(
                 time.sleep(3600)
         except KeyboardInterrupt:
             _echo_err("sandbox stopped")
+
+
+@app.command()
+@handled
+def demo(
+    ctx: typer.Context,
+    calls: Annotated[int, typer.Option("--calls", help="How many sandbox calls to log.")] = 300,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 1,
+) -> None:
+    """Start the sandbox, preview a backfill, run it and show what landed (no credentials needed)."""
+    import tempfile
+
+    from aircall_sync.runner import execute
+    from aircall_sync.sandbox.stack import BANNER, Sandbox, SandboxOptions
+
+    if not 1 <= calls <= 20000:
+        raise UsageError(f"--calls: expected 1 to 20000, got {calls}")
+    options = _options(ctx)
+    out = sys.stdout
+    with tempfile.TemporaryDirectory(prefix="aircall-sync-demo-") as tmp, \
+            Sandbox(SandboxOptions(calls=calls, seed=seed, days=3)) as box:
+        path = Path(tmp) / "settings.toml"
+        path.write_text(box.settings_toml(Path(tmp) / "state.sqlite3"), encoding="utf-8")
+        settings = load_settings(path)
+        end = datetime.now(UTC)
+        start = end - timedelta(days=3)
+        typer.echo(f"{BANNER}.\nAircall: {calls} generated calls; Salesforce: a seeded org "
+                   f"({len(box.sf_store.records('Contact'))} Contacts, {len(box.sf_store.records('Lead'))} Leads, "
+                   f"{len(box.sf_store.records('Account'))} Accounts). Settings: {path}\n")
+        typer.echo("1. Preview: aircall-sync backfill --dry-run (nothing is written)\n")
+        execute(settings, "backfill", out=out, err=sys.stderr, dry_run=True, start=start, end=end, quiet=True,
+                sample=3)
+        store = box.sf_store
+        leads_before = len(store.records("Lead"))
+        typer.echo("\n2. Backfill: aircall-sync backfill\n")
+        execute(settings, "backfill", out=out, err=sys.stderr, start=start, end=end, quiet=options.quiet)
+        tasks = store.records("Task")
+        typer.echo(f"\n3. What landed in the sandbox org: {len(tasks)} Tasks and "
+                   f"{len(store.records('Lead')) - leads_before} new Leads (one per unknown number). A few Tasks:")
+        for task in tasks[:3]:
+            typer.echo(f"   {task['Id']}  {task.get('Subject')}  [{task.get('Status')}]  "
+                       f"CallObject={task.get('CallObject')}  WhoId={task.get('WhoId') or '-'}")
+        typer.echo("\n4. The same backfill again: every call is already logged, so nothing is written.\n")
+        execute(settings, "backfill", out=out, err=sys.stderr, start=start, end=end, quiet=True)
+        typer.echo(f"\nThe org still holds {len(store.records('Task'))} Tasks. Next: aircall-sync init, then "
+                   "aircall-sync check with your own credentials.")
 
 
 def _is_loopback(host: str) -> bool:

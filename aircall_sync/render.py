@@ -10,6 +10,11 @@ import json
 from datetime import UTC, tzinfo
 from typing import IO
 
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from aircall_sync.plan import Action, Change
 from aircall_sync.rules import Assessment
 
 
@@ -73,3 +78,139 @@ class CallsTable:
 
 def jsonl(out: IO[str], obj: dict) -> None:
     out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n")
+
+
+# ---------------------------------------------------------------- plans and runs
+
+
+_VERB = {Action.CREATE: "Would create", Action.UPDATE: "Would update", Action.NOOP: "Unchanged",
+         Action.SKIP: "Would skip"}
+_STYLE = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.NOOP: "dim", Action.SKIP: "dim"}
+
+
+def console(out: IO[str]) -> Console:
+    # Colour and width only on a terminal: cron mail and pipes get plain text.
+    return Console(file=out, highlight=False, soft_wrap=True)
+
+
+def _show(value, limit: int = 160) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class PlanPrinter:
+    """The dry run in words: one block per change, "Would …" first (the pip-tools habit)."""
+
+    def __init__(self, out: IO[str], *, show_unchanged: bool = False, limit: int | None = None):
+        self.console = console(out)
+        self.show_unchanged = show_unchanged
+        self.limit = limit
+        self.printed = 0
+        self.hidden = 0
+
+    def __call__(self, change: Change) -> None:
+        if change.action is Action.NOOP and not self.show_unchanged:
+            return
+        if self.limit is not None and self.printed >= self.limit:
+            self.hidden += 1
+            return
+        self.printed += 1
+        head = Text(f"{_VERB[change.action]} ", style=_STYLE[change.action])
+        if change.action is Action.SKIP:
+            head.append(f"call {change.call_id} in {change.target}: {change.reason}")
+            self.console.print(head)
+            return
+        what = change.object + (f" {change.record_id}" if change.record_id else "")
+        head.append(f"{what} for call {change.call_id}")
+        if change.note:
+            head.append(f"  ({change.note})", style="dim")
+        self.console.print(head)
+        if change.action is Action.UPDATE:
+            for name, (old, new) in change.diff.items():
+                self.console.print(f"    {name}: {_show(old)} -> {_show(new)}", markup=False)
+        elif change.action is Action.CREATE:
+            for name, value in change.fields.items():
+                self.console.print(f"    {name} = {_show(value)}", markup=False)
+        for warning in change.warnings:
+            self.console.print(Text(f"    warning: {warning}", style="yellow"))
+
+
+    def close(self) -> None:
+        if self.hidden:
+            self.console.print(f"… and {self.hidden} more change(s) (the full plan: --dry-run without a limit, "
+                               "or --format json)", markup=False)
+
+
+def plan_table(out: IO[str], summary: dict) -> None:
+    """The dry run's totals: creates / updates / unchanged / skips per target and object."""
+    table = Table(title="Plan", show_edge=False, pad_edge=False)
+    for column in ("target", "object", "create", "update", "unchanged", "skip"):
+        table.add_column(column, justify="left" if column in ("target", "object") else "right")
+    for target, objects in sorted(summary.get("changes", {}).items()):
+        for obj, actions in sorted(objects.items()):
+            table.add_row(target, obj, *(str(actions.get(a, 0)) for a in ("create", "update", "noop", "skip")))
+    c = console(out)
+    c.print(table)
+    c.print(f"{summary.get('calls', 0)} settled call(s) planned; {summary.get('unsettled', 0)} not settled yet "
+            "(left for a later run). Nothing was written.")
+
+
+def run_summary(out: IO[str], summary) -> None:
+    """The end of a real run: what happened per target, the requests it took, the failures."""
+    c = console(out)
+    parts = []
+    for target in sorted({t for t, _ in summary.outcomes}):
+        counts = ", ".join(f"{n} {o}" for (t, o), n in sorted(summary.outcomes.items()) if t == target)
+        parts.append(f"{target}: {counts}")
+    c.print(f"{summary.command.capitalize()} finished in {summary.seconds:.1f}s: {summary.calls} call(s)"
+            + (f"; {'; '.join(parts)}" if parts else "") + ".", markup=False)
+    requests = ", ".join(f"{k} {v}" for k, v in summary.requests.items())
+    retries = ", ".join(f"{k} {v}" for k, v in summary.retries.items() if v)
+    c.print(f"Requests: {requests}" + (f" (retries: {retries})" if retries else "") + ".", markup=False)
+    if summary.unsettled:
+        c.print(f"{summary.unsettled} call(s) not settled yet were left for a later run.", markup=False)
+    for bad in summary.unreadable:
+        c.print(f"Unreadable call {bad.call_id}: {bad.reason}", markup=False)
+    if summary.failures:
+        c.print(Text(f"{len(summary.failures)} record(s) failed (see `aircall-sync status`; fix, then "
+                     "`aircall-sync retry`):", style="red"))
+        for failure in summary.failures[:20]:
+            err = failure.get("error") or {}
+            c.print(f"  call {failure['call_id']} ({failure['target']}): {err.get('code')}: {err.get('message')}",
+                    markup=False)
+        if len(summary.failures) > 20:
+            c.print(f"  … and {len(summary.failures) - 20} more", markup=False)
+
+
+class Progress:
+    """Progress of a long run: a live line on a terminal, a plain line per chunk otherwise."""
+
+    def __init__(self, err: IO[str], label: str, quiet: bool = False):
+        self.err = err
+        self.label = label
+        self.quiet = quiet
+        self.done = 0
+        self.tty = hasattr(err, "isatty") and err.isatty()
+        self._live = None
+        if self.tty and not quiet:
+            from rich.progress import Progress as RichProgress
+            from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._live = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                      console=Console(file=err), transient=True)
+            self._task = self._live.add_task(f"{label}: 0 calls")
+            self._live.start()
+
+    def __call__(self, verb: str, n: int) -> None:
+        self.done += n
+        if self.quiet:
+            return
+        if self._live is not None:
+            self._live.update(self._task, description=f"{self.label}: {self.done} calls {verb}")
+        elif n:
+            self.err.write(f"{self.label}: {self.done} calls {verb}\n")
+            self.err.flush()
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()

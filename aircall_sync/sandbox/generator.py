@@ -1100,6 +1100,19 @@ class CallStore:
         """The whole data set as one JSON document (for determinism checks)."""
         return json.dumps(list(self.iter_calls(base=base)), sort_keys=True, ensure_ascii=False)
 
+    def external_numbers(self) -> list[str]:
+        """Every caller of the pool in E.164 (a CRM seeded from them has records to match)."""
+        out = []
+        for code in range(self.world.pool_size):
+            ext = self.world.ext(code)
+            if ext.country and ext.digits:
+                out.append("+" + ext.digits)
+        return list(dict.fromkeys(out))
+
+    def agents(self) -> list[dict[str, str]]:
+        """The company's Aircall users: ``name`` and ``email`` (to seed CRM users)."""
+        return [{"name": a.name, "email": a.email} for a in self.world.agents]
+
     def truth(self, call_id: int) -> dict[str, Any] | None:
         """What the generator meant a call to be, for end-to-end assertions:
         ``kind`` (RULES.md R-CALL-2 name, ``None`` while in progress),

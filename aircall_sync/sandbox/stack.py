@@ -7,14 +7,17 @@ them looks like. Nothing here imports the client's code.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import tomli_w
 
 from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
 from aircall_sync.sandbox.generator import CallStore, generate
+from aircall_sync.sandbox.salesforce_api import OrgOptions, SalesforceFaults, start_salesforce_sandbox
 from aircall_sync.sandbox.server import Faults, LoopbackServer
 
 BANNER = "aircall-sync sandbox: emulated APIs on loopback, not the real services"
@@ -31,6 +34,14 @@ class SandboxOptions:
     aircall_requests_per_minute: int | None = None
     aircall_faults: Faults | None = None
     end: datetime | None = None
+    #: Distinct external numbers (None: the generator's default for the call count).
+    pool_size: int | None = None
+    salesforce: bool = True
+    salesforce_options: OrgOptions | None = None
+    salesforce_faults: SalesforceFaults | None = None
+    salesforce_http_faults: Faults | None = None
+    #: Where the sandbox's TLS files go (None: a temporary folder removed at stop).
+    tls_dir: Path | None = None
 
 
 @dataclass
@@ -38,11 +49,15 @@ class Sandbox:
     options: SandboxOptions = field(default_factory=SandboxOptions)
     aircall_server: LoopbackServer | None = None
     aircall_store: CallStore | None = None
+    salesforce: Any = None  # the SalesforceSandbox: .server, .store, .app, .summary
+    ca_path: Path | None = None
+    _tmp: tempfile.TemporaryDirectory | None = None
 
     def start(self) -> Sandbox:
         o = self.options
         end = o.end or datetime.now(UTC).replace(microsecond=0)
-        store = generate(calls=o.calls, seed=o.seed, start=end - timedelta(days=o.days), end=end)
+        store = generate(calls=o.calls, seed=o.seed, start=end - timedelta(days=o.days), end=end,
+                         pool_size=o.pool_size)
         app = AircallApp(
             store,
             api_id=DEFAULT_API_ID,
@@ -52,11 +67,26 @@ class Sandbox:
         self.aircall_server = LoopbackServer(app, api="aircall", host=o.host, port=o.port, faults=o.aircall_faults)
         self.aircall_server.start()
         self.aircall_store = store
+        if o.salesforce:
+            tls_dir = o.tls_dir
+            if tls_dir is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="aircall-sync-sandbox-")
+                tls_dir = Path(self._tmp.name)
+            self.salesforce = start_salesforce_sandbox(
+                tls_dir, port=o.port + 1 if o.port else 0, host=o.host, seed=o.seed,
+                external_numbers=store.external_numbers(), users=store.agents(), options=o.salesforce_options,
+                faults=o.salesforce_faults, http_faults=o.salesforce_http_faults, now=end,
+            )
+            self.ca_path = Path(self.salesforce[2])
         return self
 
     def stop(self) -> None:
         if self.aircall_server is not None:
             self.aircall_server.stop()
+        if self.salesforce is not None:
+            self.salesforce.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -69,6 +99,10 @@ class Sandbox:
         assert self.aircall_server is not None, "start the sandbox first"
         return self.aircall_server.url + "/v1"
 
+    @property
+    def sf_store(self):
+        return self.salesforce[1] if self.salesforce is not None else None
+
     def settings(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3") -> dict:
         """Settings (as a TOML-ready dict) that point every service at this sandbox."""
         return {
@@ -80,6 +114,15 @@ class Sandbox:
                 "requests_per_minute": 6000,
             },
             "sync": {"state_path": str(state_path)},
+            **({"salesforce": {
+                "enabled": True,
+                "mode": "task",
+                "instance_url": self.salesforce.url,
+                "api_version": "63.0",
+                "auth": "token",
+                "access_token": self.salesforce.app.auth.fixed_token,
+                "ca_bundle": str(self.ca_path),
+            }} if self.salesforce is not None else {}),
         }
 
     def settings_toml(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3") -> str:

@@ -349,7 +349,9 @@ class SalesforceOrg:
         long_ones = []
         for index, (verb, text) in enumerate(items):
             path = f"{verb}?q={quote(text, safe='')}"
-            if len(self.sf.base_url + path) <= URL_BUDGET:
+            # Composite carries queries but not searches: a search always goes by URL,
+            # and sosl_queries keeps it under the URI limit (§9).
+            if verb == "search" or len(self.sf.base_url + path) <= URL_BUDGET:
                 results[index] = self._records(verb, self.request("GET", path, kind=kind))
             else:
                 long_ones.append((index, verb, path))

@@ -7,7 +7,7 @@ Facts relied on (``../shared/reference/salesforce-api.md`` §5): Salesforce
 stores phones as typed; whether SOSL matches ``+14155551212`` against
 ``(415) 555-1212`` is unconfirmed. So we search several digit forms of each
 number in one SOSL ``FIND {…} IN PHONE FIELDS`` (OR between terms), keep each
-query under 4,000 characters, and compare in Python on E.164. Records the tool
+query under ``SOSL_BUDGET`` characters, and compare in Python on E.164. Records the tool
 creates carry the number in E.164, and are also found by an exact SOQL match,
 which does not wait for the search index.
 """
@@ -33,7 +33,11 @@ PHONE_FIELDS: dict[str, tuple[str, ...]] = {
 }
 #: R-SF-MATCH-2.
 PRIORITY = ("Contact", "Lead", "Account", "PersonAccount")
-SOSL_BUDGET = 4000  # above this SOSL changes how it reads the query (§5)
+#: Characters per SOSL statement (§5): above 10,000 SOSL returns no rows; above
+#: 4,000 it drops logical operators and ORs the terms, which is all we ask for.
+#: 9,000 also keeps the URL-encoded statement under the 16,384-byte URI limit (§9),
+#: which matters because Composite cannot carry a search.
+SOSL_BUDGET = 9000
 
 
 def search_terms(number: ExternalNumber) -> list[str]:

@@ -1,0 +1,515 @@
+"""Runs: backfill, sync and retry. Fetch calls, plan per target, apply, record.
+
+The flow of DESIGN §2, window by window and chunk by chunk:
+
+    Aircall window ─▶ chunk of calls ─▶ rules.assess ─▶ target.plan ─┬─▶ render (dry run)
+                                                                      └─▶ target.apply ─▶ state + report
+
+Every chunk's outcomes, and the checkpoint of its window when it is the last
+chunk, are committed to the state in one transaction after the CRM writes: a
+run killed in between leaves CRM records the state does not know, and the next
+run finds them by their key before creating anything (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+from aircall_sync import render, rules
+from aircall_sync.aircall.client import AircallClient, BadCall
+from aircall_sync.aircall.models import Call, CallParseError
+from aircall_sync.errors import RecordsFailedError, UsageError
+from aircall_sync.plan import Change
+from aircall_sync.state import State
+
+log = logging.getLogger("aircall_sync")
+
+CHUNK = 2000  # calls planned together: bounds memory, batches lookups and writes
+WINDOW = timedelta(days=7)  # backfill checkpoint granularity
+
+
+@dataclass
+class RunSummary:
+    command: str
+    dry_run: bool
+    calls: int = 0
+    unsettled: int = 0
+    unreadable: list[BadCall] = field(default_factory=list)
+    outcomes: Counter = field(default_factory=Counter)  # (target, outcome) -> n
+    changes: Counter = field(default_factory=Counter)  # (target, object, action) -> n
+    failures: list[dict] = field(default_factory=list)
+    requests: dict[str, int] = field(default_factory=dict)
+    retries: dict[str, int] = field(default_factory=dict)
+    watermark: datetime | None = None
+    resumed_windows: int = 0
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "unsettled": self.unsettled,
+            "unreadable": len(self.unreadable),
+            "outcomes": {f"{t}.{o}": n for (t, o), n in sorted(self.outcomes.items())},
+            "requests": self.requests,
+            "retries": self.retries,
+        }
+
+
+class ChangeSink:
+    """Where a dry run's changes go: a streamed JSON document or rendered text."""
+
+    def __init__(self, out: IO[str], fmt: str, render_text: Callable[[Change], None] | None):
+        self.out = out
+        self.fmt = fmt
+        self.render_text = render_text
+        self.first = True
+        if fmt == "json":
+            out.write('{"changes": [')
+
+    def add(self, change: Change) -> None:
+        if self.fmt == "json":
+            self.out.write(("\n  " if self.first else ",\n  ") + json.dumps(change.to_json(), ensure_ascii=False,
+                                                                          default=str))
+            self.first = False
+        elif self.render_text is not None:
+            self.render_text(change)
+
+    def close(self, summary: dict) -> None:
+        if self.fmt == "json":
+            self.out.write("\n], \"summary\": " + json.dumps(summary, ensure_ascii=False, default=str) + "}\n")
+
+
+class Runner:
+    """One run of one command against the enabled targets."""
+
+    def __init__(
+        self,
+        settings,
+        command: str,
+        *,
+        targets: list,
+        state: State,
+        client: AircallClient,
+        dry_run: bool = False,
+        sink: ChangeSink | None = None,
+        report: IO[str] | None = None,
+        progress: Callable[[str, int], None] | None = None,
+        now: datetime | None = None,
+        limit: int | None = None,
+    ):
+        self.settings = settings
+        self.command = command
+        self.targets = targets
+        self.state = state
+        self.client = client
+        self.dry_run = dry_run
+        self.sink = sink
+        self.report = report
+        self.progress = progress or (lambda _msg, _n: None)
+        self.now = now or datetime.now(UTC)
+        self.limit = limit
+        self.summary = RunSummary(command, dry_run)
+        self.run_id: int | None = None
+        self._started = time.monotonic()
+
+    # ------------------------------------------------------------ entry points
+
+    def backfill(self, start: datetime, end: datetime) -> RunSummary:
+        key = f"{'+'.join(t.name for t in self.targets)}|{_iso(start)}|{_iso(end)}"
+        windows = _windows(start, end)
+        resumed = None if self.dry_run else self.state.unfinished_backfill(key)
+        if resumed is not None:
+            pending = [tuple(w) for w in resumed.pending]
+            self.summary.resumed_windows = resumed.done_windows
+            if resumed.done_windows:
+                log.info("resuming the interrupted backfill of this range: %d of %d windows already done",
+                         resumed.done_windows, resumed.total_windows)
+        else:
+            pending = windows
+            if not self.dry_run:
+                self.state.start_backfill(key, windows)
+        for window in pending:
+            lo, hi = (datetime.fromtimestamp(t, UTC) for t in window)
+            self._process(self.client.iter_calls(lo, hi, on_bad=self.summary.unreadable.append),
+                          checkpoint=None if self.dry_run else (key, window))
+            if self._limit_reached():
+                break
+        else:
+            if not self.dry_run:
+                self.state.finish_backfill(key)
+        return self._finish()
+
+    def sync(self) -> RunSummary:
+        s = self.settings.sync
+        watermark = self.state.get_watermark()
+        end = self.now - s.lag
+        if watermark is None:
+            start = self.now - s.revisit
+            log.info("no watermark yet: this first sync starts at now - sync.revisit (%s)", _iso(start))
+        else:
+            start = min(watermark - s.revisit, end)
+        if start < end:
+            self._process(self.client.iter_calls(start, end, on_bad=self.summary.unreadable.append))
+        if not self.dry_run:
+            self.state.set_watermark(end)
+        self.summary.watermark = end
+        return self._finish()
+
+    def retry(self) -> RunSummary:
+        failures = self.state.failures()
+        wanted = {f.call_id for f in failures if f.target in {t.name for t in self.targets}}
+        if not wanted:
+            log.info("no failed records to retry")
+            return self._finish()
+
+        def calls() -> Iterator[Call]:
+            for call_id in sorted(wanted):
+                payload = self.client.get_call(call_id)
+                try:
+                    yield Call.parse(payload)
+                except CallParseError as exc:
+                    self.summary.unreadable.append(BadCall(call_id, str(exc)))
+
+        self._process(calls(), only_changed=False)
+        return self._finish()
+
+    # ------------------------------------------------------------ the loop
+
+    def _limit_reached(self) -> bool:
+        return self.limit is not None and self.summary.calls >= self.limit
+
+    def _process(self, calls: Iterable[Call], checkpoint: tuple[str, tuple[int, int]] | None = None,
+                 only_changed: bool = True) -> None:
+        chunk: list[rules.Assessment] = []
+        for call in calls:
+            if self._limit_reached():
+                break
+            assessment = rules.assess(call, self.settings, self.now)
+            if not assessment.settled:
+                self.summary.unsettled += 1
+                continue
+            self.summary.calls += 1
+            chunk.append(assessment)
+            if len(chunk) >= CHUNK:
+                self._chunk(chunk, None, only_changed)
+                chunk = []
+        self._chunk(chunk, checkpoint, only_changed)
+
+    def _chunk(self, chunk: list[rules.Assessment], checkpoint, only_changed: bool) -> None:
+        results = []
+        for target in self.targets:
+            batch = target.plan(chunk, only_changed=only_changed)
+            if self.dry_run:
+                for change in batch.changes():
+                    self.summary.changes[(change.target, change.object, change.action.value)] += 1
+                    if self.sink:
+                        self.sink.add(change)
+                continue
+            outcomes = target.apply(batch)
+            for change in batch.changes():
+                self.summary.changes[(change.target, change.object, change.action.value)] += 1
+            results.append((target, outcomes))
+        if self.dry_run:
+            self.progress("planned", len(chunk))
+            return
+        with self.state.transaction():
+            for target, outcomes in results:
+                target.record(outcomes, self.run_id)
+            if checkpoint is not None:
+                self.state.complete_window(*checkpoint)
+        for target, outcomes in results:
+            for outcome in outcomes:
+                self.summary.outcomes[(outcome.target, outcome.outcome)] += 1
+                if outcome.outcome == "failed":
+                    self.summary.failures.append(outcome.to_json())
+                if self.report is not None:
+                    self.report.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+        if self.report is not None:
+            self.report.flush()
+        self.progress("logged", len(chunk))
+
+    def _finish(self) -> RunSummary:
+        self.summary.requests = {"aircall": self.client.stats.requests}
+        self.summary.retries = {"aircall": self.client.stats.retries}
+        for target in self.targets:
+            stats = target.org.stats
+            self.summary.requests[target.name] = stats.requests
+            self.summary.retries[target.name] = stats.retries + stats.reauthentications
+        self.summary.seconds = time.monotonic() - self._started
+        if self.sink is not None:
+            self.sink.close(self.plan_summary())
+        return self.summary
+
+    def plan_summary(self) -> dict:
+        per: dict[str, dict[str, dict[str, int]]] = {}
+        for (target, obj, action), n in self.summary.changes.items():
+            per.setdefault(target, {}).setdefault(obj, {})[action] = n
+        return {"calls": self.summary.calls, "unsettled": self.summary.unsettled, "changes": per}
+
+
+def _windows(start: datetime, end: datetime) -> list[tuple[int, int]]:
+    out = []
+    cursor = start
+    while cursor < end:
+        upper = min(cursor + WINDOW, end)
+        out.append((int(cursor.timestamp()), int(upper.timestamp())))
+        cursor = upper
+    return out
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_state(path: Path, dry_run: bool) -> tuple[State, Callable[[], None]]:
+    """The state for a run. A dry run writes nothing: with no state file yet it uses a throwaway one."""
+    if dry_run and not Path(path).exists():
+        tmp = tempfile.TemporaryDirectory(prefix="aircall-sync-dry-run-")
+        state = State.open(Path(tmp.name) / "state.sqlite3")
+
+        def cleanup() -> None:
+            state.close()
+            tmp.cleanup()
+
+        return state, cleanup
+    state = State.open(path)
+    return state, state.close
+
+
+
+
+# ---------------------------------------------------------------- targets
+
+
+def target_names(settings, which: str = "all") -> list[str]:
+    """The targets a command writes to: enabled in the settings and chosen by ``--target``."""
+    if which not in ("salesforce", "front", "all"):
+        raise UsageError(f'--target: expected one of salesforce, front, all, got "{which}"')
+    enabled = settings.enabled_targets()
+    names = enabled if which == "all" else [which]
+    for name in names:
+        if name not in enabled:
+            raise UsageError(f"--target {name}: {name}.enabled is false in the settings; enable it first")
+        if name == "front":
+            raise UsageError("this version of aircall-sync cannot log to Front yet; set front.enabled = false "
+                             "or pass --target salesforce")
+        if name == "salesforce" and settings.salesforce.mode != "task":
+            raise UsageError('this version of aircall-sync logs to Salesforce as Tasks only; set '
+                             'salesforce.mode = "task"')
+    if not names:
+        raise UsageError("no target is enabled: set salesforce.enabled = true (with its credentials) in the settings")
+    return names
+
+
+def connect_org(settings):
+    """A signed-in Salesforce org (CredentialsError, exit 5, when the login is refused)."""
+    from aircall_sync.targets.salesforce import SalesforceOrg
+
+    sf = settings.salesforce
+    if sf.auth == "password" and not sf.consumer_key:
+        raise UsageError('salesforce.auth = "password" needs consumer_key and consumer_secret (the OAuth '
+                         'username-password flow; SOAP login is retired)')
+    return SalesforceOrg(sf).connect()
+
+
+def connect_targets(settings, names: list[str], state: State) -> list:
+    from aircall_sync.targets.salesforce_target import SalesforceTaskTarget
+
+    targets = []
+    for name in names:
+        if name == "salesforce":
+            target = SalesforceTaskTarget(settings, connect_org(settings), state)
+            target.start()
+            targets.append(target)
+    return targets
+
+
+def aircall_client(settings) -> AircallClient:
+    import os
+    import ssl
+
+    a = settings.aircall
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
+    verify = ssl.create_default_context(cafile=bundle) if bundle else True
+    return AircallClient(a.base_url, a.api_id, a.api_token.reveal(), requests_per_minute=a.requests_per_minute,
+                         verify=verify)
+
+
+# ---------------------------------------------------------------- one function per command
+
+
+def execute(
+    settings,
+    command: str,
+    *,
+    out: IO[str],
+    err: IO[str],
+    which: str = "all",
+    dry_run: bool = False,
+    fmt: str = "text",
+    report_path: Path | None = None,
+    limit: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    quiet: bool = False,
+    now: datetime | None = None,
+    sample: int | None = None,
+) -> RunSummary:
+    """Run ``backfill`` / ``sync`` / ``retry`` end to end; raise ``RecordsFailedError`` if records failed."""
+    if fmt not in ("text", "json"):
+        raise UsageError(f'--format: expected one of text, json, got "{fmt}"')
+    if fmt == "json" and not dry_run:
+        raise UsageError("--format json describes a plan: use it with --dry-run (real runs can write --report FILE)")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit: expected a positive number of calls, got {limit}")
+    names = target_names(settings, which)
+    state, close_state = open_state(settings.sync.state_path, dry_run)
+    lock = None
+    report = None
+    progress = None
+    try:
+        if not dry_run:
+            lock = state.lock(command)
+        if report_path is not None:
+            try:
+                report = open(report_path, "w", encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"--report: cannot write {report_path}: {exc.strerror}") from None
+        with aircall_client(settings) as client:
+            targets = connect_targets(settings, names, state)
+            sink = None
+            printer = render.PlanPrinter(out, limit=sample) if dry_run and fmt == "text" else None
+            if dry_run:
+                sink = ChangeSink(out, fmt, printer)
+            progress = render.Progress(err, command, quiet=quiet or fmt == "json")
+            runner = Runner(settings, command, targets=targets, state=state, client=client, dry_run=dry_run,
+                            sink=sink, report=report, progress=progress, now=now, limit=limit)
+            if not dry_run:
+                runner.run_id = state.start_run(command, {"from": start and _iso(start), "to": end and _iso(end),
+                                                          "target": which, "limit": limit})
+            try:
+                if command == "backfill":
+                    summary = runner.backfill(start, end)
+                elif command == "sync":
+                    summary = runner.sync()
+                else:
+                    summary = runner.retry()
+            except BaseException:
+                if runner.run_id is not None:
+                    state.finish_run(runner.run_id, "error", runner.summary.counts())
+                raise
+            finally:
+                progress.close()
+            if runner.run_id is not None:
+                state.finish_run(runner.run_id, "failed-records" if summary.failures else "ok", summary.counts())
+    finally:
+        if report is not None:
+            report.close()
+        if lock is not None:
+            lock.release()
+        close_state()
+    if dry_run:
+        if printer is not None:
+            printer.close()
+            render.plan_table(out, runner.plan_summary())
+    else:
+        render.run_summary(out, summary)
+        if summary.failures:
+            raise RecordsFailedError(f"{len(summary.failures)} record(s) failed; `aircall-sync status` lists them")
+    return summary
+
+
+def explain(settings, call_id: int, *, out: IO[str], now: datetime | None = None) -> None:
+    """``explain CALL_ID``: the call as the rules read it, the decision and the exact records per target."""
+    from aircall_sync.errors import ServiceError
+
+    now = now or datetime.now(UTC)
+    with aircall_client(settings) as client:
+        try:
+            payload = client.get_call(call_id)
+        except ServiceError as exc:
+            if "HTTP 404" in str(exc):
+                raise UsageError(f"Aircall has no call {call_id} (or this API key cannot see it)") from None
+            raise
+    try:
+        call = Call.parse(payload)
+    except CallParseError as exc:
+        raise UsageError(f"call {call_id} cannot be read: {exc}") from None
+    a = rules.assess(call, settings, now)
+    c = render.console(out)
+    lines = [
+        f"Call {call.id}: {a.kind.value}{' (conference)' if a.conference else ''}, {call.direction}, "
+        f"started {_iso(call.started_at)} on {call.number.name if call.number else 'an unknown line'}",
+        f"  external number: {a.external.e164 + ('' if a.external.valid else ' (invalid number)') if a.external else 'none (R-CALL-4)'}",
+        f"  talk {a.talk_seconds}s, wait {a.wait_seconds}s; answered by "
+        f"{(rules.answered_by(call).name if rules.answered_by(call) else 'nobody')}",
+        f"  tags: {', '.join(t.name for t in call.tags) or 'none'}; comments: {len(call.comments)}",
+        "  settled: yes" if a.settled else f"  settled: no ({a.unsettled_reason}); a later run will log it",
+    ]
+    for name, decision in a.decisions.items():
+        lines.append(f"  {name}: " + (f"skip ({decision.reason})" if decision.skipped else decision.flow.value))
+    for line in lines:
+        c.print(line, markup=False)
+    names = [n for n in settings.enabled_targets() if n == "salesforce" and settings.salesforce.mode == "task"]
+    if not names:
+        return
+    state, close_state = open_state(settings.sync.state_path, dry_run=True)
+    try:
+        printer = render.PlanPrinter(out, show_unchanged=True)
+        for target in connect_targets(settings, names, state):
+            batch = target.plan([a], only_changed=False)
+            for change in batch.changes():
+                printer(change)
+    finally:
+        close_state()
+
+
+def status(settings, *, out: IO[str]) -> None:
+    """``status``: watermark, unfinished backfills, last runs, failed records."""
+    from rich.table import Table
+
+    c = render.console(out)
+    path = Path(settings.sync.state_path)
+    if not path.exists():
+        c.print(f"No state file yet at {path}: nothing has run with these settings.", markup=False)
+        return
+    with State.open(path) as state:
+        watermark = state.get_watermark()
+        c.print(f"State: {path}", markup=False)
+        c.print("Sync watermark: " + (f"{_iso(watermark)} (the next sync reads from "
+                                      f"{_iso(watermark - settings.sync.revisit)})" if watermark else
+                                      "none yet (no sync has run)"), markup=False)
+        for b in state.unfinished_backfills():
+            c.print(f"Unfinished backfill {b.range_key}: {b.done_windows} of {b.total_windows} windows done "
+                    "(run the same backfill again to resume)", markup=False)
+        runs = state.last_runs(10)
+        if runs:
+            table = Table(title="Last runs", show_edge=False, pad_edge=False)
+            for column in ("id", "command", "started", "finished", "outcome", "calls"):
+                table.add_column(column)
+            for run in runs:
+                table.add_row(str(run.id), run.command, _iso(run.started_at),
+                              _iso(run.finished_at) if run.finished_at else "-", str(run.outcome or "running"),
+                              str(run.counts.get("calls", "-")))
+            c.print(table)
+        failures = state.failures()
+        if not failures:
+            c.print("Failed records: none.")
+            return
+        table = Table(title=f"Failed records ({len(failures)})", show_edge=False, pad_edge=False)
+        for column in ("call", "target", "object", "error", "message", "attempts", "last failed"):
+            table.add_column(column)
+        for f in failures:
+            table.add_row(str(f.call_id), f.target, f.object_name, f.code, f.message, str(f.attempts),
+                          _iso(f.last_failed_at))
+        c.print(table)
+        c.print("Fix the cause (often a setting or a validation rule in Salesforce), then run `aircall-sync retry`.")

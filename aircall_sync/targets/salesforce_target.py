@@ -1,0 +1,540 @@
+"""The Salesforce target in mode ``task``: plan a batch of calls, then apply the plan.
+
+``plan`` only reads (the org and the state): it resolves numbers, owners and
+Cases in a few batched requests, builds each call's Task (pure mapping in
+``salesforce_task``), reads the Tasks that already carry the calls' ids
+(``CallObject``, the reconciliation key of DESIGN §6) and diffs. ``apply``
+writes exactly the planned changes. The dry run renders the same plan.
+
+A call is re-planned only when its fingerprint (what it says, under the
+settings that matter) differs from the one recorded when it was written, so an
+unchanged call costs no request at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aircall_sync import rules
+from aircall_sync.aircall.models import Call
+from aircall_sync.errors import OrgMismatchError
+from aircall_sync.plan import Action, Change, diff
+from aircall_sync.rules import Assessment, ExternalNumber
+from aircall_sync.targets import salesforce_match as matching
+from aircall_sync.targets.salesforce import SalesforceOrg, SaveResult, soql_in
+from aircall_sync.targets.salesforce_task import (
+    CREATE_ONLY_FIELDS,
+    Match,
+    SfUser,
+    TaskContext,
+    build_task,
+    subject,
+)
+
+log = logging.getLogger("aircall_sync.salesforce")
+
+TARGET = "salesforce"
+NEW = "new:"  # placeholder ids of records this plan creates, replaced when they exist
+
+
+@dataclass
+class Outcome:
+    """One call in one target, as the report and the state see it (DESIGN §3)."""
+
+    call_id: int
+    target: str
+    outcome: str  # created | updated | unchanged | skipped | failed
+    records: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    error: dict[str, str] | None = None
+    warnings: list[str] = field(default_factory=list)
+    fingerprint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"call_id": self.call_id, "target": self.target, "outcome": self.outcome,
+                               "records": self.records}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.error:
+            out["error"] = self.error
+        if self.warnings:
+            out["warnings"] = self.warnings
+        return out
+
+
+@dataclass
+class CallPlan:
+    assessment: Assessment
+    fingerprint: str
+    task: Change | None = None  # None: skipped or unchanged
+    outcome: Outcome | None = None  # decided at plan time (skip / unchanged)
+    depends_on: list[str] = field(default_factory=list)  # placeholder ids the Task needs
+    extra_records: dict[str, str] = field(default_factory=dict)  # e.g. the matched record
+
+
+@dataclass
+class Batch:
+    calls: list[CallPlan]
+    new_records: dict[str, Change] = field(default_factory=dict)  # placeholder -> create change
+    reassignments: dict[str, Change] = field(default_factory=dict)  # record id -> update change
+
+    def changes(self) -> list[Change]:
+        out: list[Change] = []
+        for placeholder, change in self.new_records.items():
+            out.append(change)
+        out.extend(self.reassignments.values())
+        for plan in self.calls:
+            if plan.task is not None:
+                out.append(plan.task)
+            elif plan.outcome is not None:
+                action = Action.SKIP if plan.outcome.outcome == "skipped" else Action.NOOP
+                out.append(Change(plan.assessment.call.id, TARGET, "Task", action, reason=plan.outcome.reason,
+                                  record_id=plan.outcome.records.get("Task")))
+        return out
+
+
+def fingerprint(call: Call, settings) -> str:
+    """What the Task depends on, hashed: the call's loggable content and the settings that shape it.
+
+    Media URLs that are re-signed on every read (``recording``, ``voicemail``)
+    count only by presence; ``asset`` and short URLs are stable.
+    """
+    sf = settings.salesforce
+    payload = {
+        "call": [call.direction, call.status, _ts(call.started_at), _ts(call.answered_at), _ts(call.ended_at),
+                 call.raw_digits, call.missed_call_reason, call.asset, bool(call.recording), bool(call.voicemail),
+                 call.recording_short_url, call.voicemail_short_url, len(call.participants)],
+        "number": [call.number.name, call.number.digits, call.number.country, call.number.time_zone]
+        if call.number else None,
+        "people": [_person(call.user), _person(call.transferred_to), _person(call.assigned_to)],
+        "contact": [call.contact.first_name, call.contact.last_name, call.contact.company_name]
+        if call.contact else None,
+        "tags": [t.name for t in call.tags],
+        "comments": [[c.content, _ts(c.posted_at), _person(c.posted_by)] for c in call.comments],
+        "settings": repr((sf.mode, sf.call_flow, sf.matching, sf.task, sf.recording, sf.voicemail,
+                          settings.sync.log_calls, settings.sync.business_hours, settings.sync.timezone)),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _ts(moment: datetime | None) -> int | None:
+    return int(moment.timestamp()) if moment else None
+
+
+def _person(user) -> list | None:
+    return [user.id, user.name, (user.email or "").lower()] if user else None
+
+
+class SalesforceTaskTarget:
+    name = TARGET
+
+    def __init__(self, settings, org: SalesforceOrg, state):
+        self.settings = settings
+        self.sf = settings.salesforce
+        self.org = org
+        self.state = state
+        self.task_fields: frozenset[str] | None = None
+        self.person_accounts = False
+        self._matches: dict[str, Match | None] = {}
+        self._users: dict[str, SfUser | None] = {}
+        self._links: dict[str, str | None] = {}
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------ setup
+
+    def start(self) -> None:
+        """Learn the org once per run: Task fields (R-SF-FIELDS, R-SF-TASK-6), person accounts."""
+        described = self.org.describe_many(["Task", "Account"])
+        task = described.get("Task")
+        if not task:
+            raise OrgMismatchError("the Salesforce user cannot see the Task object; grant it read/create on Task")
+        self.task_fields = frozenset(f["name"] for f in task.get("fields", []))
+        account = described.get("Account") or {}
+        self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
+
+    # ------------------------------------------------------------ plan
+
+    def plan(self, items: Sequence[Assessment], *, only_changed: bool = True) -> Batch:
+        known = self.state.get_records([a.call.id for a in items], TARGET)
+        plans: list[CallPlan] = []
+        todo: list[CallPlan] = []
+        for a in items:
+            plan = CallPlan(a, fingerprint(a.call, self.settings))
+            decision = a.decisions[TARGET]
+            record = known.get(a.call.id)
+            if decision.skipped:
+                plan.outcome = Outcome(a.call.id, TARGET, "skipped", reason=decision.reason)
+            elif only_changed and record is not None and record.is_written and record.hash == plan.fingerprint:
+                plan.outcome = Outcome(a.call.id, TARGET, "unchanged", records=dict(record.crm_ids),
+                                       fingerprint=plan.fingerprint)
+            else:
+                todo.append(plan)
+            plans.append(plan)
+        batch = Batch(plans)
+        if not todo:
+            return batch
+
+        numbers = {p.assessment.external.e164: p.assessment.external for p in todo if p.assessment.external}
+        self._resolve(list(numbers.values()))
+        self._load_users(todo)
+        existing = self._existing_tasks([p.assessment.call.id for p in todo])
+        contacts = {m.id for p in todo if (m := self._match_for(p.assessment)) and m.object == "Contact"}
+        self._load_links(contacts)
+
+        for plan in todo:
+            self._plan_call(plan, batch, existing.get(plan.assessment.call.id))
+        return batch
+
+    def _match_for(self, a: Assessment) -> Match | None:
+        return self._matches.get(a.external.e164) if a.external else None
+
+    def _plan_call(self, plan: CallPlan, batch: Batch, current: Mapping[str, Any] | None) -> None:
+        a = plan.assessment
+        call = a.call
+        match = self._match_for(a)
+        note = self._match_note(a, match)
+        if match is None and a.external is not None:
+            match = self._plan_new_record(a, batch)
+        what_id = None
+        if match is not None and match.object == "Contact" and not match.created:
+            what_id = self._links.get(match.id)
+            if what_id is None and self.sf.matching.create_case:
+                what_id = self._plan_case(a, match, batch)
+        ctx = TaskContext(
+            match=match,
+            what_id=what_id,
+            users_by_email={k: v for k, v in self._users.items() if v is not None},
+            integration_user_id=self.org.user_id or "",
+            task_fields=self.task_fields,
+        )
+        draft = build_task(call, a, ctx, self.settings)
+        for warning in draft.warnings:
+            self._warn_once(warning)
+        if draft.reassign and not draft.reassign[0].startswith(NEW):
+            record_id, owner_id = draft.reassign
+            if record_id not in batch.reassignments:
+                batch.reassignments[record_id] = Change(
+                    call.id, TARGET, match.object if match.object != "PersonAccount" else "Account", Action.UPDATE,
+                    fields={"OwnerId": owner_id}, diff={"OwnerId": (match.owner_id, owner_id)}, record_id=record_id,
+                    note="R-SF-OWNER: the record was owned by the integration user; moved to the answering user",
+                )
+        fields = dict(draft.fields)
+        plan.depends_on = [v for v in fields.values() if isinstance(v, str) and v.startswith(NEW)]
+        if match is not None and not match.id.startswith(NEW):
+            plan.extra_records[match.object] = match.id
+        if current is None:
+            action, send, changes = diff(fields, None)
+            record_id = None
+        else:
+            compare = {k: v for k, v in fields.items() if k not in CREATE_ONLY_FIELDS}
+            action, send, changes = diff(compare, current, create_only=CREATE_ONLY_FIELDS)
+            record_id = current["Id"]
+        if action is Action.NOOP:
+            plan.outcome = Outcome(call.id, TARGET, "unchanged", records={"Task": record_id, **plan.extra_records},
+                                   fingerprint=plan.fingerprint)
+            return
+        plan.task = Change(call.id, TARGET, "Task", action, fields=send, diff=changes, record_id=record_id,
+                           note=note, warnings=list(draft.warnings))
+
+    def _match_note(self, a: Assessment, match: Match | None) -> str:
+        if a.external is None:
+            return "no external number: logged without WhoId/WhatId (R-CALL-4)"
+        if match is None:
+            verb = {"lead": "a new Lead", "contact": "a new Contact", "account": "a new Account"}.get(
+                self.sf.matching.unknown_number)
+            return f"{a.external.e164} matches no record: " + (f"logged on {verb}" if verb else "logged unlinked")
+        return f"{a.external.e164} matches {match.object} {match.id} ({match.name or 'no name'})"
+
+    def _plan_new_record(self, a: Assessment, batch: Batch) -> Match | None:
+        """R-SF-MATCH-4/5: one new record per number, shared by every call of that number."""
+        number = a.external
+        spec = matching.new_record(number, a.call.contact, self.sf.matching.unknown_number,
+                                   self.sf.matching.new_lead_company)
+        if spec is None:
+            return None
+        placeholder = f"{NEW}{spec.sobject}:{number.e164}"
+        if placeholder not in batch.new_records:
+            batch.new_records[placeholder] = Change(
+                a.call.id, TARGET, spec.sobject, Action.CREATE, fields=spec.fields, record_id=None,
+                note=f"R-SF-MATCH-4: {number.e164} matches no record (salesforce.matching.unknown_number = "
+                     f"\"{self.sf.matching.unknown_number}\")",
+            )
+        name = spec.fields.get("Name") or " ".join(
+            p for p in (spec.fields.get("FirstName"), spec.fields.get("LastName")) if p)
+        return Match(spec.sobject, placeholder, name or None, self.org.user_id, created=True)
+
+    def _plan_case(self, a: Assessment, match: Match, batch: Batch) -> str:
+        placeholder = f"{NEW}Case:{match.id}"
+        if placeholder not in batch.new_records:
+            fields = {"Origin": "Phone", "ContactId": match.id,
+                      "Subject": subject(a.call, a, match, self.sf.task.subjects)}
+            if match.account_id:
+                fields["AccountId"] = match.account_id
+            batch.new_records[placeholder] = Change(
+                a.call.id, TARGET, "Case", Action.CREATE, fields=fields,
+                note="R-SF-MATCH-6: the Contact has no open Case (salesforce.matching.create_case = true)",
+            )
+        return placeholder
+
+    # ------------------------------------------------------------ lookups (batched, cached per run)
+
+    def _resolve(self, numbers: list[ExternalNumber]) -> None:
+        wanted = [n for n in numbers if n.e164 not in self._matches]
+        if not wanted:
+            return
+        records = [r for rows in self.org.searches(matching.sosl_queries(wanted, self.person_accounts)) for r in rows]
+        # Records this tool created carry the E.164 value: found exactly even
+        # before the search index has them (§5), so a number never gets two.
+        created_type = {"lead": "Lead", "contact": "Contact", "account": "Account"}.get(
+            self.sf.matching.unknown_number)
+        if created_type:
+            for rows in self.org.queries(matching.exact_queries(wanted, created_type, self.person_accounts)):
+                for row in rows:
+                    row.setdefault("attributes", {"type": created_type})
+                    records.append(row)
+        for number in wanted:
+            best = matching.choose(records, number)
+            self._matches[number.e164] = matching.to_match(best) if best else None
+
+    def _load_users(self, plans: Iterable[CallPlan]) -> None:
+        spellings: dict[str, set[str]] = {}
+        for plan in plans:
+            agent = rules.answered_by(plan.assessment.call)
+            if agent and agent.email:
+                spellings.setdefault(agent.email.lower(), set()).add(agent.email)
+        wanted = sorted(e for e in spellings if e not in self._users)
+        if not wanted:
+            return
+        # SOQL compares strings case-insensitively; sending Aircall's spelling too costs nothing.
+        values = sorted({v for e in wanted for v in spellings[e] | {e}})
+        rows = self.org.query(
+            f"SELECT Id, Email, IsActive, CreatedDate FROM User WHERE Email IN {soql_in(values)}")
+        for email in wanted:
+            self._users[email] = None
+        for row in rows:
+            email = str(row.get("Email") or "").lower()
+            created = _parse_sf_datetime(row.get("CreatedDate"))
+            user = SfUser(id=row["Id"], email=email, active=bool(row.get("IsActive")), created_at=created)
+            current = self._users.get(email)
+            # Two users with one email: prefer the active one.
+            if current is None or (user.active and not current.active):
+                self._users[email] = user
+
+    def _load_links(self, contact_ids: set[str]) -> None:
+        """R-SF-MATCH-6: the most recently modified open Case / Opportunity of each Contact."""
+        wanted = sorted(c for c in contact_ids if c not in self._links)
+        link_to = self.sf.matching.link_to
+        if not wanted or link_to == "none":
+            return
+        for cid in wanted:
+            self._links[cid] = None
+        if link_to == "case":
+            soql = (f"SELECT Id, ContactId, LastModifiedDate FROM Case WHERE IsClosed = false AND ContactId IN "
+                    f"{soql_in(wanted)} ORDER BY LastModifiedDate DESC")
+            key, value = "ContactId", "Id"
+        else:
+            soql = (f"SELECT OpportunityId, ContactId, Opportunity.LastModifiedDate FROM OpportunityContactRole "
+                    f"WHERE ContactId IN {soql_in(wanted)} AND Opportunity.IsClosed = false "
+                    f"ORDER BY Opportunity.LastModifiedDate DESC")
+            key, value = "ContactId", "OpportunityId"
+        for row in self.org.query(soql):
+            cid = row.get(key)
+            if cid in self._links and self._links[cid] is None:
+                self._links[cid] = row.get(value)
+
+    def _existing_tasks(self, call_ids: list[int]) -> dict[int, dict]:
+        """Tasks already carrying these calls' ids (CallObject): the reconciliation of DESIGN §6."""
+        if not call_ids:
+            return {}
+        fields = sorted(self._task_read_fields())
+        soql = (f"SELECT {', '.join(fields)} FROM Task WHERE CallObject IN "
+                f"{soql_in([str(i) for i in call_ids])} ORDER BY CreatedDate ASC")
+        found: dict[int, dict] = {}
+        for row in self.org.query(soql):
+            try:
+                call_id = int(str(row.get("CallObject")))
+            except ValueError:
+                continue
+            if call_id in found:
+                self._warn_once(f"call {call_id} has more than one Task in Salesforce "
+                                f"({found[call_id]['Id']}, {row['Id']}); the oldest is kept up to date")
+                continue
+            found[call_id] = row
+        return found
+
+    def _task_read_fields(self) -> set[str]:
+        names = {"Id", "CallObject", "CreatedDate", "Subject", "Status", "ActivityDate", "CallType",
+                 "CallDurationInSeconds", "CallDisposition", "Description", "WhoId", "WhatId", "OwnerId", "Type"}
+        names |= set(self.sf.task.fields.enabled().values())
+        if self.sf.task.record_type_id:
+            names.add("RecordTypeId")
+        if self.task_fields is not None:
+            lower = {n.lower(): n for n in self.task_fields}
+            names = {lower[n.lower()] for n in names if n.lower() in lower}
+        return names
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning(message)
+
+    # ------------------------------------------------------------ apply
+
+    def apply(self, batch: Batch) -> list[Outcome]:
+        created: dict[str, str] = {}
+        failed: dict[str, dict[str, str]] = {}
+        if batch.new_records:
+            # Records first (Leads/Contacts/Accounts, then Cases that may name them), so Tasks can point at them.
+            order = sorted(batch.new_records.items(), key=lambda kv: kv[1].object == "Case")
+            records = [{"attributes": {"type": c.object}, **c.fields} for _, c in order]
+            for (placeholder, change), result in zip(order, self.org.create(records), strict=True):
+                if result.success:
+                    created[placeholder] = result.id
+                    change.record_id = result.id
+                else:
+                    failed[placeholder] = _error(result, f"{change.object} for the call could not be created")
+        if batch.reassignments:
+            records = [{"attributes": {"type": c.object}, "id": rid, **c.fields}
+                       for rid, c in batch.reassignments.items()]
+            for change, result in zip(batch.reassignments.values(), self.org.update(records), strict=True):
+                if not result.success:
+                    self._warn_once(f"could not move {change.object} {change.record_id} to its answering user: "
+                                    f"{result.error.code}: {result.error.message}")
+
+        outcomes: list[Outcome] = []
+        creates: list[CallPlan] = []
+        updates: list[CallPlan] = []
+        for plan in batch.calls:
+            if plan.task is None:
+                outcomes.append(plan.outcome)
+                continue
+            broken = [failed[p] for p in plan.depends_on if p in failed]
+            if broken:
+                outcomes.append(Outcome(plan.assessment.call.id, TARGET, "failed", error=broken[0],
+                                        fingerprint=plan.fingerprint))
+                continue
+            for name, value in list(plan.task.fields.items()):
+                if isinstance(value, str) and value in created:
+                    plan.task.fields[name] = created[value]
+            for placeholder, record_id in created.items():
+                if placeholder in plan.depends_on:
+                    plan.extra_records[placeholder.split(":")[1]] = record_id
+            (creates if plan.task.action is Action.CREATE else updates).append(plan)
+
+        for plans, method in ((creates, "insert"), (updates, "update")):
+            if not plans:
+                continue
+            if method == "insert":
+                rows = [{"attributes": {"type": "Task"}, **p.task.fields} for p in plans]
+            else:
+                rows = [{"attributes": {"type": "Task"}, "id": p.task.record_id, **p.task.fields} for p in plans]
+            results = self._write_tasks(method, rows)
+            for plan, result in zip(plans, results, strict=True):
+                call_id = plan.assessment.call.id
+                if result.success:
+                    task_id = result.id or plan.task.record_id
+                    plan.task.record_id = task_id
+                    outcomes.append(Outcome(call_id, TARGET, "created" if method == "insert" else "updated",
+                                            records={"Task": task_id, **plan.extra_records},
+                                            warnings=list(plan.task.warnings), fingerprint=plan.fingerprint))
+                else:
+                    outcomes.append(Outcome(call_id, TARGET, "failed", error=_error(result, "Task not written"),
+                                            records=dict(plan.extra_records), fingerprint=plan.fingerprint))
+        order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
+        outcomes.sort(key=lambda o: order[o.call_id])
+        return outcomes
+
+    def _write_tasks(self, method: str, rows: list[dict]) -> list[SaveResult]:
+        if len(rows) >= self.sf.bulk_threshold:
+            if method == "insert":
+                return self.org.bulk("Task", "insert", [_flat(r) for r in rows], key="CallObject")
+            return self.org.bulk("Task", "update", [{"Id": r["id"], **_flat(r)} for r in rows], key="Id")
+        return self.org.create(rows) if method == "insert" else self.org.update(rows)
+
+    # ------------------------------------------------------------ state
+
+    def record(self, outcomes: Iterable[Outcome], run_id: int | None) -> None:
+        """Write the outcomes to state; the caller holds the transaction."""
+        written = []
+        for o in outcomes:
+            if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records.get("Task"):
+                written.append((o.call_id, TARGET, {k: v for k, v in o.records.items() if v}, o.fingerprint))
+                self.state.clear_failure(o.call_id, TARGET)
+            elif o.outcome == "failed" and o.error:
+                self.state.record_failure(o.call_id, TARGET, "Task", o.error["code"], o.error["message"], run_id)
+        if written:
+            self.state.mark_written(written)
+
+
+def _flat(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k not in ("attributes", "id")}
+
+
+def _error(result: SaveResult, fallback: str) -> dict[str, str]:
+    err = result.error
+    return {"code": err.code if err else "UNKNOWN", "message": err.message if err else fallback}
+
+
+def _parse_sf_datetime(value: Any) -> datetime:
+    text = str(value or "").replace("Z", "+00:00").replace("+0000", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return datetime.now(UTC)  # unknown age: treated as new, so never trusted by R-SF-OWNER step 1
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- check
+
+#: Task fields every logged call writes (RULES §4); CRM Call Center provides the Call* ones.
+CORE_TASK_FIELDS = ("Subject", "Status", "ActivityDate", "WhoId", "WhatId", "OwnerId", "Description", "TaskSubtype",
+                    "CallType", "CallDurationInSeconds", "CallObject", "CallDisposition")
+
+
+def check_org(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
+    """``check`` for Salesforce: what the org offers, and every problem with the setting that fixes it."""
+    sf = settings.salesforce
+    infos: list[str] = []
+    problems: list[str] = []
+    described = org.describe_many(["Task", "Account", "Lead", "Contact", "Case"])
+    task = described.get("Task")
+    if not task:
+        return infos, ["Task: the API user cannot see the Task object; give its profile read/create on Tasks"]
+    fields = {f["name"].lower(): f for f in task.get("fields", [])}
+    if not task.get("createable", True):
+        problems.append("Task: the API user cannot create Tasks; give its profile the Create permission on Tasks")
+    if "type" not in fields:
+        problems.append("Task.Type is not visible to the API user (R-SF-TASK-6): Setup > Object Manager > Task > "
+                        "Fields > Type > Set Field-Level Security, and make it visible to that user's profile")
+    for name in CORE_TASK_FIELDS:
+        if name.lower() not in fields:
+            problems.append(f"Task.{name} is missing or hidden: the call fields come with Salesforce CRM Call Center; "
+                            "check the API user's field-level security")
+    for key, api_name in sf.task.fields.enabled().items():
+        if api_name.lower() not in fields:
+            problems.append(f"Task.{api_name} (salesforce.task.fields.{key}) does not exist or is hidden: create it, "
+                            f"or set salesforce.task.fields.{key} = \"\" to stop writing it")
+    if sf.task.record_type_id and "recordtypeid" not in fields:
+        problems.append("Task has no record types but salesforce.task.record_type_id is set; set it to \"\"")
+    account = described.get("Account") or {}
+    person = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
+    infos.append("Person Accounts: " + ("enabled, searched too (R-SF-MATCH-1)" if person else "not enabled"))
+    created = {"lead": "Lead", "contact": "Contact", "account": "Account"}.get(sf.matching.unknown_number)
+    if created:
+        described_created = described.get(created)
+        if not described_created or not described_created.get("createable", True):
+            problems.append(f"{created}: the API user cannot create {created}s, but salesforce.matching.unknown_number "
+                            f"= \"{sf.matching.unknown_number}\"; grant Create on {created}, or set it to \"nothing\"")
+    if sf.matching.create_case:
+        case = described.get("Case")
+        if not case or not case.get("createable", True):
+            problems.append("Case: the API user cannot create Cases, but salesforce.matching.create_case = true; "
+                            "grant Create on Case, or set it to false")
+    infos.append(f"Task fields: {len(fields)} visible; API version {sf.api_version}; signed in as user {org.user_id}")
+    return infos, problems
