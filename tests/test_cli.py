@@ -137,7 +137,7 @@ def test_check_against_the_sandbox(cli: Cli):
         f"Aircall: credentials accepted at {_base_url(cli)}.",
     ]
     assert lines[2].startswith("Salesforce: signed in to https://127.0.0.1:") and lines[2].endswith(" (token).")
-    assert lines[3] == "  Person Accounts: not enabled"
+    assert lines[3] == "  Person Accounts: enabled, searched too (R-SF-MATCH-1)"
 
 
 def _base_url(cli: Cli) -> str:
