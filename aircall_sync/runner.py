@@ -505,11 +505,9 @@ def status(settings, *, out: IO[str]) -> None:
         if not failures:
             c.print("Failed records: none.")
             return
-        table = Table(title=f"Failed records ({len(failures)})", show_edge=False, pad_edge=False)
-        for column in ("call", "target", "object", "error", "message", "attempts", "last failed"):
-            table.add_column(column)
+        # One line each: error messages are long, and a table would squeeze them on 80 columns.
+        c.print(f"Failed records ({len(failures)}):", markup=False)
         for f in failures:
-            table.add_row(str(f.call_id), f.target, f.object_name, f.code, f.message, str(f.attempts),
-                          _iso(f.last_failed_at))
-        c.print(table)
+            c.print(f"  call {f.call_id} ({f.target} {f.object_name}): {f.code}: {f.message} "
+                    f"[{f.attempts} attempt(s), last {_iso(f.last_failed_at)}]", markup=False)
         c.print("Fix the cause (often a setting or a validation rule in Salesforce), then run `aircall-sync retry`.")
