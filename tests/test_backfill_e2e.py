@@ -268,6 +268,36 @@ def test_client_credentials_sign_in_again_when_the_session_expires(tmp_path):
         box.stop()
 
 
+def test_jwt_bearer_sign_in(tmp_path):
+    from aircall_sync.sandbox.salesforce_api import AuthConfig
+    from aircall_sync.sandbox.tls import generate_jwt_keypair
+
+    key, cert = generate_jwt_keypair(tmp_path)
+    box = make_box(salesforce_auth=AuthConfig(jwt_certificate=cert.read_bytes()),
+                   salesforce_faults=SalesforceFaults(expire_after_requests=5))
+    try:
+        config = settings_for(box, tmp_path, salesforce={
+            "auth": "jwt", "access_token": "", "consumer_key": "sandbox-consumer-key",
+            "username": "integration@aircall-sync.sandbox", "private_key_file": str(key)})
+        result = run(config, "backfill", "--from", FROM, "--to", TO)
+        assert result.exit_code == 0, result.output
+        assert sf_requests(box, path_prefix="/services/oauth2/token") >= 2  # signed in again after expiry
+        assert len(tasks(box)) > 250
+    finally:
+        box.stop()
+
+
+def test_password_sign_in(box, tmp_path):
+    config = settings_for(box, tmp_path, salesforce={
+        "auth": "password", "access_token": "", "username": "integration@aircall-sync.sandbox",
+        "password": "sandbox-password", "security_token": "SANDBOXTOKEN",
+        "consumer_key": "sandbox-consumer-key", "consumer_secret": "sandbox-consumer-secret"})
+    result = run(config, "check")
+    assert result.exit_code == 0, result.output
+    assert "(password)" in result.stdout
+    assert "sandbox-password" not in result.output and "SANDBOXTOKEN" not in result.output
+
+
 def test_refused_client_credentials_exit_5(box, tmp_path):
     config = settings_for(box, tmp_path, salesforce={
         "auth": "client_credentials", "access_token": "", "consumer_key": "sandbox-consumer-key",

@@ -17,7 +17,7 @@ import tomli_w
 
 from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
 from aircall_sync.sandbox.generator import CallStore, generate
-from aircall_sync.sandbox.salesforce_api import OrgOptions, SalesforceFaults, start_salesforce_sandbox
+from aircall_sync.sandbox.salesforce_api import AuthConfig, OrgOptions, SalesforceFaults, start_salesforce_sandbox
 from aircall_sync.sandbox.server import Faults, LoopbackServer
 
 BANNER = "aircall-sync sandbox: emulated APIs on loopback, not the real services"
@@ -40,6 +40,7 @@ class SandboxOptions:
     salesforce_options: OrgOptions | None = None
     salesforce_faults: SalesforceFaults | None = None
     salesforce_http_faults: Faults | None = None
+    salesforce_auth: AuthConfig | None = None
     #: Where the sandbox's TLS files go (None: a temporary folder removed at stop).
     tls_dir: Path | None = None
 
@@ -75,7 +76,7 @@ class Sandbox:
             self.salesforce = start_salesforce_sandbox(
                 tls_dir, port=o.port + 1 if o.port else 0, host=o.host, seed=o.seed,
                 external_numbers=store.external_numbers(), users=store.agents(), options=o.salesforce_options,
-                faults=o.salesforce_faults, http_faults=o.salesforce_http_faults, now=end,
+                faults=o.salesforce_faults, http_faults=o.salesforce_http_faults, auth=o.salesforce_auth, now=end,
             )
             self.ca_path = Path(self.salesforce[2])
         return self
