@@ -415,8 +415,10 @@ class _Handler(BaseHTTPRequestHandler):
 
         mount = owner._find_mount(raw_path)
         if mount is None:
-            self._send(Response.json({"error": "Not Found"}, status=404), head=self.command == "HEAD")
+            # Logged before answering: a test reading the log right after its
+            # response must find the request there.
             owner._log(RequestRecord("", self.command, raw_path, query, 404, None, at, _ms(t0)))
+            self._send(Response.json({"error": "Not Found"}, status=404), head=self.command == "HEAD")
             return
 
         path = raw_path[len(mount.prefix):] or "/"
@@ -441,11 +443,11 @@ class _Handler(BaseHTTPRequestHandler):
             # Closing without a status line is what a reset proxy or a crashed
             # upstream looks like to the client: it must retry, not parse.
             self.close_connection = True
+            owner._log(RequestRecord(mount.api, self.command, path, query, None, "drop", at, _ms(t0)))
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            owner._log(RequestRecord(mount.api, self.command, path, query, None, "drop", at, _ms(t0)))
             return
 
         if fault is not None and fault.kind == "slow":
@@ -461,13 +463,13 @@ class _Handler(BaseHTTPRequestHandler):
                 owner._record_error(traceback.format_exc())
                 response = Response.json({"error": "Internal Server Error", "emulator_bug": True}, status=500)
 
-        self._send(response, head=self.command == "HEAD")
         owner._log(
             RequestRecord(
                 mount.api, self.command, path, query, response.status,
                 fault.kind if fault is not None else None, at, _ms(t0),
             )
         )
+        self._send(response, head=self.command == "HEAD")
 
     def _send(self, response: Response, *, head: bool) -> None:
         self.send_response(response.status, _REASONS.get(response.status))
