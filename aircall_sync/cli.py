@@ -228,9 +228,14 @@ def check(ctx: typer.Context) -> None:
     problems: list[str] = []
     for target in settings.enabled_targets():
         if target == "front":
-            # Said plainly rather than skipped silently: enabled, but this version cannot write to it.
-            problems.append("front.enabled = true, but this version of aircall-sync cannot log to Front yet; "
-                            "set front.enabled = false")
+            from aircall_sync.runner import front_client
+            from aircall_sync.targets.front import check_front
+
+            with front_client(settings) as client:
+                infos, found = check_front(settings, client)
+            for info in infos:
+                typer.echo(info)
+            problems.extend(found)
             continue
         if settings.salesforce.mode != "task":
             problems.append('salesforce.mode = "voice" is not available in this version yet; set it to "task"')

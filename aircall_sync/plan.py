@@ -58,6 +58,31 @@ class Change:
         return out
 
 
+@dataclass
+class Outcome:
+    """One call in one target, as the report and the state see it (DESIGN §3)."""
+
+    call_id: int
+    target: str
+    outcome: str  # created | updated | unchanged | skipped | failed
+    records: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
+    error: dict[str, str] | None = None
+    warnings: list[str] = field(default_factory=list)
+    fingerprint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"call_id": self.call_id, "target": self.target, "outcome": self.outcome,
+                               "records": self.records}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.error:
+            out["error"] = self.error
+        if self.warnings:
+            out["warnings"] = self.warnings
+        return out
+
+
 def same_value(current: Any, desired: Any) -> bool:
     """Equality as Salesforce stores values: "" is null, 5 is 5.0, dates are text."""
     if current in (None, "") and desired in (None, ""):

@@ -243,7 +243,7 @@ class Runner:
         for target in self.targets:
             stats = target.org.stats
             self.summary.requests[target.name] = stats.requests
-            self.summary.retries[target.name] = stats.retries + stats.reauthentications
+            self.summary.retries[target.name] = stats.retries + getattr(stats, "reauthentications", 0)
         self.summary.seconds = time.monotonic() - self._started
         if self.sink is not None:
             self.sink.close(self.plan_summary())
@@ -299,9 +299,6 @@ def target_names(settings, which: str = "all") -> list[str]:
     for name in names:
         if name not in enabled:
             raise UsageError(f"--target {name}: {name}.enabled is false in the settings; enable it first")
-        if name == "front":
-            raise UsageError("this version of aircall-sync cannot log to Front yet; set front.enabled = false "
-                             "or pass --target salesforce")
         if name == "salesforce" and settings.salesforce.mode != "task":
             raise UsageError('this version of aircall-sync logs to Salesforce as Tasks only; set '
                              'salesforce.mode = "task"')
@@ -321,11 +318,23 @@ def connect_org(settings):
     return SalesforceOrg(sf).connect()
 
 
-def connect_targets(settings, names: list[str], state: State) -> list:
+def front_client(settings):
+    from aircall_sync.targets.front_client import FrontClient
+
+    f = settings.front
+    return FrontClient(f.base_url, f.api_token.reveal(), requests_per_minute=f.requests_per_minute)
+
+
+def connect_targets(settings, names: list[str], state: State, *, dry_run: bool = False) -> list:
+    from aircall_sync.targets.front import FrontTarget
     from aircall_sync.targets.salesforce_target import SalesforceTaskTarget
 
     targets = []
     for name in names:
+        if name == "front":
+            target = FrontTarget(settings, front_client(settings), state, dry_run=dry_run)
+            target.start()
+            targets.append(target)
         if name == "salesforce":
             target = SalesforceTaskTarget(settings, connect_org(settings), state)
             target.start()
@@ -385,7 +394,7 @@ def execute(
             except OSError as exc:
                 raise UsageError(f"--report: cannot write {report_path}: {exc.strerror}") from None
         with aircall_client(settings) as client:
-            targets = connect_targets(settings, names, state)
+            targets = connect_targets(settings, names, state, dry_run=dry_run)
             sink = None
             printer = render.PlanPrinter(out, limit=sample) if dry_run and fmt == "text" else None
             if dry_run:
@@ -459,13 +468,13 @@ def explain(settings, call_id: int, *, out: IO[str], now: datetime | None = None
         lines.append(f"  {name}: " + (f"skip ({decision.reason})" if decision.skipped else decision.flow.value))
     for line in lines:
         c.print(line, markup=False)
-    names = [n for n in settings.enabled_targets() if n == "salesforce" and settings.salesforce.mode == "task"]
+    names = [n for n in settings.enabled_targets() if n == "front" or settings.salesforce.mode == "task"]
     if not names:
         return
     state, close_state = open_state(settings.sync.state_path, dry_run=True)
     try:
         printer = render.PlanPrinter(out, show_unchanged=True)
-        for target in connect_targets(settings, names, state):
+        for target in connect_targets(settings, names, state, dry_run=True):
             batch = target.plan([a], only_changed=False)
             for change in batch.changes():
                 printer(change)

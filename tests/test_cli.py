@@ -158,15 +158,14 @@ def test_check_with_refused_credentials_exits_5(cli: Cli, sandbox_settings, tmp_
     assert "wrong-token-value" not in result.output
 
 
-def test_check_refuses_a_target_this_version_cannot_write(cli: Cli, sandbox_settings, tmp_path):
-    sandbox_settings["front"] = {"enabled": True, "api_token": "t"}
-    path = write_settings(tmp_path / "front.toml", sandbox_settings)
+def test_check_refuses_a_mode_this_version_cannot_write(cli: Cli, sandbox_settings, tmp_path):
+    sandbox_settings["salesforce"].update(mode="voice", voice={"call_center_id": "04v000000000001"})
+    path = write_settings(tmp_path / "voice.toml", sandbox_settings)
     result = cli("check", config=path)
     assert result.exit_code == 2
     assert result.stderr.endswith(
         "error: 1 problem(s) to fix before logging:\n"
-        "  front.enabled = true, but this version of aircall-sync cannot log to Front yet; "
-        "set front.enabled = false\n"
+        '  salesforce.mode = "voice" is not available in this version yet; set it to "task"\n'
     )
 
 

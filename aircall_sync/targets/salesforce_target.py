@@ -24,7 +24,7 @@ from typing import Any
 from aircall_sync import rules
 from aircall_sync.aircall.models import Call
 from aircall_sync.errors import OrgMismatchError
-from aircall_sync.plan import Action, Change, diff
+from aircall_sync.plan import Action, Change, Outcome, diff
 from aircall_sync.rules import Assessment, ExternalNumber
 from aircall_sync.targets import salesforce_match as matching
 from aircall_sync.targets.salesforce import SalesforceOrg, SaveResult, soql_in
@@ -41,31 +41,6 @@ log = logging.getLogger("aircall_sync.salesforce")
 
 TARGET = "salesforce"
 NEW = "new:"  # placeholder ids of records this plan creates, replaced when they exist
-
-
-@dataclass
-class Outcome:
-    """One call in one target, as the report and the state see it (DESIGN §3)."""
-
-    call_id: int
-    target: str
-    outcome: str  # created | updated | unchanged | skipped | failed
-    records: dict[str, str] = field(default_factory=dict)
-    reason: str | None = None
-    error: dict[str, str] | None = None
-    warnings: list[str] = field(default_factory=list)
-    fingerprint: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"call_id": self.call_id, "target": self.target, "outcome": self.outcome,
-                               "records": self.records}
-        if self.reason:
-            out["reason"] = self.reason
-        if self.error:
-            out["error"] = self.error
-        if self.warnings:
-            out["warnings"] = self.warnings
-        return out
 
 
 @dataclass
