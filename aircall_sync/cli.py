@@ -237,15 +237,13 @@ def check(ctx: typer.Context) -> None:
                 typer.echo(info)
             problems.extend(found)
             continue
-        if settings.salesforce.mode != "task":
-            problems.append('salesforce.mode = "voice" is not available in this version yet; set it to "task"')
-            continue
         from aircall_sync.runner import connect_org
-        from aircall_sync.targets.salesforce_target import check_org
+        from aircall_sync.targets.salesforce_target import check_org, check_voice
 
         org = connect_org(settings)
-        infos, found = check_org(settings, org)
-        typer.echo(f"Salesforce: signed in to {settings.salesforce.instance_url} ({settings.salesforce.auth}).")
+        infos, found = (check_voice if settings.salesforce.mode == "voice" else check_org)(settings, org)
+        typer.echo(f"Salesforce: signed in to {settings.salesforce.instance_url} ({settings.salesforce.auth}); "
+                   f"mode {settings.salesforce.mode}.")
         for info in infos:
             typer.echo(f"  {info}")
         problems.extend(found)
@@ -433,6 +431,7 @@ def demo(
     ctx: typer.Context,
     calls: Annotated[int, typer.Option("--calls", help="How many sandbox calls to log.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 1,
+    mode: Annotated[str, typer.Option("--mode", help="task (a Task per call) or voice (Service Cloud Voice).")] = "task",
 ) -> None:
     """Start the sandbox, preview a backfill, run it and show what landed (no credentials needed)."""
     import tempfile
@@ -442,12 +441,14 @@ def demo(
 
     if not 1 <= calls <= 20000:
         raise UsageError(f"--calls: expected 1 to 20000, got {calls}")
+    if mode not in ("task", "voice"):
+        raise UsageError(f'--mode: expected one of task, voice, got "{mode}"')
     options = _options(ctx)
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="aircall-sync-demo-") as tmp, \
             Sandbox(SandboxOptions(calls=calls, seed=seed, days=3)) as box:
         path = Path(tmp) / "settings.toml"
-        path.write_text(box.settings_toml(Path(tmp) / "state.sqlite3"), encoding="utf-8")
+        path.write_text(box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode), encoding="utf-8")
         settings = load_settings(path)
         end = datetime.now(UTC)
         start = end - timedelta(days=3)
@@ -461,16 +462,29 @@ def demo(
         leads_before = len(store.records("Lead"))
         typer.echo("\n2. Backfill: aircall-sync backfill\n")
         execute(settings, "backfill", out=out, err=sys.stderr, start=start, end=end, quiet=options.quiet)
-        tasks = store.records("Task")
-        typer.echo(f"\n3. What landed in the sandbox org: {len(tasks)} Tasks and "
-                   f"{len(store.records('Lead')) - leads_before} new Leads (one per unknown number). A few Tasks:")
-        for task in tasks[:3]:
-            typer.echo(f"   {task['Id']}  {task.get('Subject')}  [{task.get('Status')}]  "
-                       f"CallObject={task.get('CallObject')}  WhoId={task.get('WhoId') or '-'}")
+        new_leads = len(store.records("Lead")) - leads_before
+        if mode == "voice":
+            calls_logged = store.records("VoiceCall")
+            voice_object = settings.salesforce.voice.aircall_voice_object
+            typer.echo(f"\n3. What landed in the sandbox org: {len(calls_logged)} VoiceCalls, "
+                       f"{len(store.records(voice_object))} {voice_object} records (with tags, comments and the "
+                       f"assigned user) and {new_leads} new Leads. A few VoiceCalls:")
+            for record in calls_logged[:3]:
+                typer.echo(f"   {record['Id']}  {record.get('CallType')}  {record.get('FromPhoneNumber')} -> "
+                           f"{record.get('ToPhoneNumber')}  {record.get('CallDurationInSeconds')}s  "
+                           f"VendorCallKey={record.get('VendorCallKey')}")
+        else:
+            calls_logged = store.records("Task")
+            typer.echo(f"\n3. What landed in the sandbox org: {len(calls_logged)} Tasks and {new_leads} new Leads "
+                       "(one per unknown number). A few Tasks:")
+            for task in calls_logged[:3]:
+                typer.echo(f"   {task['Id']}  {task.get('Subject')}  [{task.get('Status')}]  "
+                           f"CallObject={task.get('CallObject')}  WhoId={task.get('WhoId') or '-'}")
         typer.echo("\n4. The same backfill again: every call is already logged, so nothing is written.\n")
         execute(settings, "backfill", out=out, err=sys.stderr, start=start, end=end, quiet=True)
-        typer.echo(f"\nThe org still holds {len(store.records('Task'))} Tasks. Next: aircall-sync init, then "
-                   "aircall-sync check with your own credentials.")
+        kept = store.records("VoiceCall" if mode == "voice" else "Task")
+        typer.echo(f"\nThe org still holds {len(kept)} {'VoiceCalls' if mode == 'voice' else 'Tasks'}. Next: "
+                   "aircall-sync init, then aircall-sync check with your own credentials.")
 
 
 def _is_loopback(host: str) -> bool:

@@ -92,6 +92,12 @@ def same_value(current: Any, desired: Any) -> bool:
         return isinstance(current, bool) and isinstance(desired, bool) and current is desired
     if isinstance(current, (int, float)) and isinstance(desired, (int, float)):
         return math.isclose(float(current), float(desired), rel_tol=0, abs_tol=1e-9)
+    if isinstance(desired, (int, float)) and isinstance(current, str):
+        # A number written to a text field comes back as text ("16").
+        try:
+            return math.isclose(float(current), float(desired), rel_tol=0, abs_tol=1e-9)
+        except ValueError:
+            return False
     if isinstance(current, str) and isinstance(desired, str):
         # Salesforce normalises line endings in long text fields.
         return current.replace("\r\n", "\n") == desired.replace("\r\n", "\n")

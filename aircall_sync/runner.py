@@ -299,9 +299,6 @@ def target_names(settings, which: str = "all") -> list[str]:
     for name in names:
         if name not in enabled:
             raise UsageError(f"--target {name}: {name}.enabled is false in the settings; enable it first")
-        if name == "salesforce" and settings.salesforce.mode != "task":
-            raise UsageError('this version of aircall-sync logs to Salesforce as Tasks only; set '
-                             'salesforce.mode = "task"')
     if not names:
         raise UsageError("no target is enabled: set salesforce.enabled = true (with its credentials) in the settings")
     return names
@@ -327,7 +324,7 @@ def front_client(settings):
 
 def connect_targets(settings, names: list[str], state: State, *, dry_run: bool = False) -> list:
     from aircall_sync.targets.front import FrontTarget
-    from aircall_sync.targets.salesforce_target import SalesforceTaskTarget
+    from aircall_sync.targets.salesforce_target import SalesforceTaskTarget, SalesforceVoiceTarget
 
     targets = []
     for name in names:
@@ -336,7 +333,8 @@ def connect_targets(settings, names: list[str], state: State, *, dry_run: bool =
             target.start()
             targets.append(target)
         if name == "salesforce":
-            target = SalesforceTaskTarget(settings, connect_org(settings), state)
+            cls = SalesforceVoiceTarget if settings.salesforce.mode == "voice" else SalesforceTaskTarget
+            target = cls(settings, connect_org(settings), state)
             target.start()
             targets.append(target)
     return targets
@@ -349,8 +347,9 @@ def aircall_client(settings) -> AircallClient:
     a = settings.aircall
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
     verify = ssl.create_default_context(cafile=bundle) if bundle else True
+    media = (settings.salesforce.recording, settings.salesforce.voicemail)
     return AircallClient(a.base_url, a.api_id, a.api_token.reveal(), requests_per_minute=a.requests_per_minute,
-                         verify=verify)
+                         verify=verify, fetch_short_urls=any(m.store and m.link == "short_url" for m in media))
 
 
 # ---------------------------------------------------------------- one function per command
@@ -468,7 +467,7 @@ def explain(settings, call_id: int, *, out: IO[str], now: datetime | None = None
         lines.append(f"  {name}: " + (f"skip ({decision.reason})" if decision.skipped else decision.flow.value))
     for line in lines:
         c.print(line, markup=False)
-    names = [n for n in settings.enabled_targets() if n == "front" or settings.salesforce.mode == "task"]
+    names = settings.enabled_targets()
     if not names:
         return
     state, close_state = open_state(settings.sync.state_path, dry_run=True)

@@ -119,12 +119,12 @@ SUBJECT_TEMPLATES: dict[str, dict[str, str]] = {
         "inbound_conference": "Appel entrant de {record_name} sur {number_name}",
     },
     "de": {
-        "outbound_answered": "Ausgehender beantworteter Anruf an {record_name} über {number_name}",
-        "outbound_unanswered": "Ausgehender unbeantworteter Anruf an {record_name} über {number_name}",
+        "outbound_answered": "Ausgehender beantworteter Anruf an {record_name} mit {number_name}",
+        "outbound_unanswered": "Ausgehender unbeantworteter Anruf an {record_name} mit {number_name}",
         "inbound_answered": "Eingehender Anruf von {record_name} auf {number_name}",
-        "missed": "Verpasster Anruf von {record_name} auf {number_name}",
+        "missed": "Entgangener Anruf von {record_name} auf {number_name}",
         "voicemail": "Voicemail von {record_name} auf {number_name}",
-        "outbound_conference": "Ausgehender Konferenzanruf an {record_name} über {number_name}",
+        "outbound_conference": "Ausgehender Konferenzanruf an {record_name} mit {number_name}",
         "inbound_conference": "Eingehender Anruf von {record_name} auf {number_name}",
     },
     "es": {

@@ -136,7 +136,7 @@ def test_check_against_the_sandbox(cli: Cli):
         f"Settings: {cli.config} is valid.",
         f"Aircall: credentials accepted at {_base_url(cli)}.",
     ]
-    assert lines[2].startswith("Salesforce: signed in to https://127.0.0.1:") and lines[2].endswith(" (token).")
+    assert lines[2].startswith("Salesforce: signed in to https://127.0.0.1:") and lines[2].endswith(" (token); mode task.")
     assert lines[3] == "  Person Accounts: enabled, searched too (R-SF-MATCH-1)"
 
 
@@ -158,15 +158,17 @@ def test_check_with_refused_credentials_exits_5(cli: Cli, sandbox_settings, tmp_
     assert "wrong-token-value" not in result.output
 
 
-def test_check_refuses_a_mode_this_version_cannot_write(cli: Cli, sandbox_settings, tmp_path):
-    sandbox_settings["salesforce"].update(mode="voice", voice={"call_center_id": "04v000000000001"})
+def test_check_in_voice_mode_verifies_voicecall_and_says_what_it_cannot_do(cli: Cli, sandbox, sandbox_settings,
+                                                                          tmp_path):
+    """R-SFV-7 (VoiceCall createable) and R-SFV-6 (presence mapping is out of reach, said plainly)."""
+    sandbox_settings["salesforce"].update(
+        mode="voice", voice={"call_center_id": sandbox.salesforce.summary.call_center_id})
     path = write_settings(tmp_path / "voice.toml", sandbox_settings)
     result = cli("check", config=path)
-    assert result.exit_code == 2
-    assert result.stderr.endswith(
-        "error: 1 problem(s) to fix before logging:\n"
-        '  salesforce.mode = "voice" is not available in this version yet; set it to "task"\n'
-    )
+    assert result.exit_code == 0, result.output
+    assert "mode voice." in result.stdout
+    assert "Omni-Channel presence mapping (R-SFV-6) is a live phone-app feature" in result.stdout
+    assert "VoiceCall: createable" in result.stdout
 
 
 # ---------------------------------------------------------------- calls: bad input

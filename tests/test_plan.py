@@ -133,7 +133,12 @@ def test_diff_create_only_accepts_any_iterable():
         (0, None, False),
         (None, 0, False),
         (0, "", False),
-        ("5", 5, False),
+        # A number written to a text field reads back as text (e.g. aircall__Hour_of_the_day__c):
+        # the same value, or every run would rewrite it.
+        ("5", 5, True),
+        ("16", 16.0, True),
+        ("five", 5, False),
+        # Text we want (desired) against a number the org holds is a real change.
         (5, "5", False),
         ("abc", "abc", True),
         ("abc", "ABC", False),

@@ -248,7 +248,7 @@ def test_R_SF_TASK_6_type_visibility(task_fields, has_type, warnings):
         ("de", {}, {**KINDS["inbound_answered"], **CONFERENCE}, JANE,
          "Eingehender Anruf von Jane Doe auf Support US"),
         ("de", {}, KINDS["outbound_unanswered"], JANE,
-         "Ausgehender unbeantworteter Anruf an Jane Doe über Support US"),
+         "Ausgehender unbeantworteter Anruf an Jane Doe mit Support US"),
         ("es", {}, KINDS["inbound_answered"], JANE, "Llamada entrante de Jane Doe en Support US"),
         ("es", {}, {**KINDS["outbound_answered"], **CONFERENCE}, JANE,
          "Llamada de conferencia saliente a Jane Doe desde Support US"),

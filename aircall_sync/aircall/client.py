@@ -89,8 +89,11 @@ class AircallClient:
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         verify: bool | str = True,
+        fetch_short_urls: bool = False,
     ):
         self.base_url = base_url.rstrip("/")
+        # Short URLs only come when asked for (aircall-api.md §2); asked only when a setting writes them.
+        self.fetch_short_urls = fetch_short_urls
         self.retry = retry or RetryPolicy()
         self.pacer = Pacer(requests_per_minute, sleep=self.retry.sleep)
         self.stats = RetryStats()
@@ -168,7 +171,8 @@ class AircallClient:
         self._get("/ping")
 
     def get_call(self, call_id: int) -> dict:
-        return self._get(f"/calls/{int(call_id)}", {"fetch_contact": "true"}).get("call") or {}
+        params = {"fetch_contact": "true", **({"fetch_short_urls": "true"} if self.fetch_short_urls else {})}
+        return self._get(f"/calls/{int(call_id)}", params).get("call") or {}
 
     def _page(self, window: Window, page: int, per_page: int = PER_PAGE) -> dict:
         if page * per_page > MAX_ITEMS:  # §3: Aircall would answer 400
@@ -183,6 +187,7 @@ class AircallClient:
                 "per_page": per_page,
                 "page": page,
                 "fetch_contact": "true",
+                **({"fetch_short_urls": "true"} if self.fetch_short_urls else {}),
             },
         )
 

@@ -104,7 +104,7 @@ class Sandbox:
     def sf_store(self):
         return self.salesforce[1] if self.salesforce is not None else None
 
-    def settings(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3") -> dict:
+    def settings(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3", mode: str = "task") -> dict:
         """Settings (as a TOML-ready dict) that point every service at this sandbox."""
         return {
             "aircall": {
@@ -117,7 +117,8 @@ class Sandbox:
             "sync": {"state_path": str(state_path)},
             **({"salesforce": {
                 "enabled": True,
-                "mode": "task",
+                "mode": mode,
+                **({"voice": {"call_center_id": self.salesforce.summary.call_center_id}} if mode == "voice" else {}),
                 "instance_url": self.salesforce.url,
                 "api_version": "63.0",
                 "auth": "token",
@@ -126,9 +127,9 @@ class Sandbox:
             }} if self.salesforce is not None else {}),
         }
 
-    def settings_toml(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3") -> str:
+    def settings_toml(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3", mode: str = "task") -> str:
         head = (
             f"# {BANNER}.\n"
             "# The credentials below are the sandbox's fixed test values, not secrets.\n"
         )
-        return head + tomli_w.dumps(self.settings(state_path))
+        return head + tomli_w.dumps(self.settings(state_path, mode))

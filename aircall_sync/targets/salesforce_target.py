@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from aircall_sync.targets.salesforce_task import (
     SfUser,
     TaskContext,
     build_task,
+    owner,
     subject,
 )
 
@@ -48,6 +49,7 @@ class CallPlan:
     assessment: Assessment
     fingerprint: str
     task: Change | None = None  # None: skipped or unchanged
+    writes: list[Change] = field(default_factory=list)  # every write of the call, in order (voice: two)
     outcome: Outcome | None = None  # decided at plan time (skip / unchanged)
     depends_on: list[str] = field(default_factory=list)  # placeholder ids the Task needs
     extra_records: dict[str, str] = field(default_factory=dict)  # e.g. the matched record
@@ -58,6 +60,7 @@ class Batch:
     calls: list[CallPlan]
     new_records: dict[str, Change] = field(default_factory=dict)  # placeholder -> create change
     reassignments: dict[str, Change] = field(default_factory=dict)  # record id -> update change
+    new_matches: dict[str, Match] = field(default_factory=dict)  # placeholder -> the Match calls point at
 
     def changes(self) -> list[Change]:
         out: list[Change] = []
@@ -65,7 +68,9 @@ class Batch:
             out.append(change)
         out.extend(self.reassignments.values())
         for plan in self.calls:
-            if plan.task is not None:
+            if plan.writes:
+                out.extend(plan.writes)
+            elif plan.task is not None:
                 out.append(plan.task)
             elif plan.outcome is not None:
                 action = Action.SKIP if plan.outcome.outcome == "skipped" else Action.NOOP
@@ -191,14 +196,20 @@ class SalesforceTaskTarget:
         draft = build_task(call, a, ctx, self.settings)
         for warning in draft.warnings:
             self._warn_once(warning)
-        if draft.reassign and not draft.reassign[0].startswith(NEW):
+        if draft.reassign:
             record_id, owner_id = draft.reassign
-            if record_id not in batch.reassignments:
+            if record_id.startswith(NEW):
+                # Created this run: created owned by the answering user (the same end state as
+                # create-then-move, one request fewer).
+                batch.new_records[record_id].fields.setdefault("OwnerId", owner_id)
+            elif record_id not in batch.reassignments:
                 batch.reassignments[record_id] = Change(
                     call.id, TARGET, match.object if match.object != "PersonAccount" else "Account", Action.UPDATE,
                     fields={"OwnerId": owner_id}, diff={"OwnerId": (match.owner_id, owner_id)}, record_id=record_id,
                     note="R-SF-OWNER: the record was owned by the integration user; moved to the answering user",
                 )
+            # Later calls of the same record see its new owner (R-SF-OWNER rule 2).
+            self._set_owner(a, batch, match, owner_id)
         fields = dict(draft.fields)
         plan.depends_on = [v for v in fields.values() if isinstance(v, str) and v.startswith(NEW)]
         if match is not None and not match.id.startswith(NEW):
@@ -208,6 +219,12 @@ class SalesforceTaskTarget:
             record_id = None
         else:
             compare = {k: v for k, v in fields.items() if k not in CREATE_ONLY_FIELDS}
+            chosen = owner(call, match, ctx.users_by_email, ctx.integration_user_id,
+                           self.sf.matching.fallback_owner_id)
+            if chosen.step != 1:
+                # An owner taken from the record (R-SF-OWNER 2-3) is the CRM's state when the call was
+                # logged; only the call's own agent (rule 1) is a change of the call to carry over.
+                compare.pop("OwnerId", None)
             action, send, changes = diff(compare, current, create_only=CREATE_ONLY_FIELDS)
             record_id = current["Id"]
         if action is Action.NOOP:
@@ -216,6 +233,15 @@ class SalesforceTaskTarget:
             return
         plan.task = Change(call.id, TARGET, "Task", action, fields=send, diff=changes, record_id=record_id,
                            note=note, warnings=list(draft.warnings))
+
+    def _set_owner(self, a: Assessment, batch: Batch, match: Match, owner_id: str) -> None:
+        moved = replace(match, owner_id=owner_id)
+        if match.id.startswith(NEW):
+            batch.new_matches[match.id] = moved
+        else:
+            for e164, known in self._matches.items():
+                if known is not None and known.id == match.id:
+                    self._matches[e164] = moved
 
     def _match_note(self, a: Assessment, match: Match | None) -> str:
         if a.external is None:
@@ -234,6 +260,8 @@ class SalesforceTaskTarget:
         if spec is None:
             return None
         placeholder = f"{NEW}{spec.sobject}:{number.e164}"
+        if placeholder in batch.new_matches:
+            return batch.new_matches[placeholder]
         if placeholder not in batch.new_records:
             batch.new_records[placeholder] = Change(
                 a.call.id, TARGET, spec.sobject, Action.CREATE, fields=spec.fields, record_id=None,
@@ -242,7 +270,9 @@ class SalesforceTaskTarget:
             )
         name = spec.fields.get("Name") or " ".join(
             p for p in (spec.fields.get("FirstName"), spec.fields.get("LastName")) if p)
-        return Match(spec.sobject, placeholder, name or None, self.org.user_id, created=True)
+        match = Match(spec.sobject, placeholder, name or None, self.org.user_id, created=True)
+        batch.new_matches[placeholder] = match
+        return match
 
     def _plan_case(self, a: Assessment, match: Match, batch: Batch) -> str:
         placeholder = f"{NEW}Case:{match.id}"
@@ -362,18 +392,7 @@ class SalesforceTaskTarget:
     # ------------------------------------------------------------ apply
 
     def apply(self, batch: Batch) -> list[Outcome]:
-        created: dict[str, str] = {}
-        failed: dict[str, dict[str, str]] = {}
-        if batch.new_records:
-            # Records first (Leads/Contacts/Accounts, then Cases that may name them), so Tasks can point at them.
-            order = sorted(batch.new_records.items(), key=lambda kv: kv[1].object == "Case")
-            records = [{"attributes": {"type": c.object}, **c.fields} for _, c in order]
-            for (placeholder, change), result in zip(order, self.org.create(records), strict=True):
-                if result.success:
-                    created[placeholder] = result.id
-                    change.record_id = result.id
-                else:
-                    failed[placeholder] = _error(result, f"{change.object} for the call could not be created")
+        created, failed = self._create_new_records(batch)
         if batch.reassignments:
             records = [{"attributes": {"type": c.object}, "id": rid, **c.fields}
                        for rid, c in batch.reassignments.items()]
@@ -424,6 +443,22 @@ class SalesforceTaskTarget:
         order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
         outcomes.sort(key=lambda o: order[o.call_id])
         return outcomes
+
+    def _create_new_records(self, batch: Batch) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+        """Create the records calls will point at (placeholder -> id), and say which failed."""
+        created: dict[str, str] = {}
+        failed: dict[str, dict[str, str]] = {}
+        if batch.new_records:
+            # Leads/Contacts/Accounts before the Cases that may name them.
+            order = sorted(batch.new_records.items(), key=lambda kv: kv[1].object == "Case")
+            records = [{"attributes": {"type": c.object}, **c.fields} for _, c in order]
+            for (placeholder, change), result in zip(order, self.org.create(records), strict=True):
+                if result.success:
+                    created[placeholder] = result.id
+                    change.record_id = result.id
+                else:
+                    failed[placeholder] = _error(result, f"{change.object} for the call could not be created")
+        return created, failed
 
     def _write_tasks(self, method: str, rows: list[dict]) -> list[SaveResult]:
         if len(rows) >= self.sf.bulk_threshold:
@@ -512,4 +547,229 @@ def check_org(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
             problems.append("Case: the API user cannot create Cases, but salesforce.matching.create_case = true; "
                             "grant Create on Case, or set it to false")
     infos.append(f"Task fields: {len(fields)} visible; API version {sf.api_version}; signed in as user {org.user_id}")
+    return infos, problems
+
+
+# ---------------------------------------------------------------- mode "voice" (RULES §5)
+
+
+class SalesforceVoiceTarget(SalesforceTaskTarget):
+    """A VoiceCall plus an Aircall Voice record per call (R-SFV-1), matched and created as in §3 (R-SFV-5).
+
+    Both records are found again by their keys before anything is created:
+    ``VendorCallKey`` on VoiceCall and the call-id field on the custom object.
+    They are written in two Collections batches in order (the Aircall Voice
+    records, then the VoiceCalls that point at them), so a batch of 200 calls
+    costs two requests, not one per call.
+    """
+
+    def start(self) -> None:
+        from aircall_sync.targets.salesforce_voice import VoiceContext
+
+        voice = self.sf.voice
+        described = self.org.describe_many(["VoiceCall", voice.aircall_voice_object, "Account"])
+        voice_call = described.get("VoiceCall")
+        if not voice_call or not voice_call.get("createable"):
+            raise OrgMismatchError(
+                f"VoiceCall is not createable by the API user at API version {self.sf.api_version} (R-SFV-7): give "
+                "it the Contact Center Agent or Admin permission set, and use salesforce.api_version 63.0 or later")
+        custom = described.get(voice.aircall_voice_object)
+        if not custom:
+            raise OrgMismatchError(
+                f"the object {voice.aircall_voice_object} does not exist or is hidden (R-SFV-1): install the Aircall "
+                "package, or set salesforce.voice.aircall_voice_object to the org's Aircall Voice object")
+        self.voice_call_fields = frozenset(f["name"] for f in voice_call.get("fields", []))
+        self.voice_object_fields = frozenset(f["name"] for f in custom.get("fields", []))
+        account = described.get("Account") or {}
+        self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
+        self._ctx = lambda match: VoiceContext(match, self.voice_call_fields, self.voice_object_fields)
+
+    def _load_users(self, plans) -> None:  # R-SF-OWNER is a Task rule: voice records keep the integration user
+        return None
+
+    def _load_links(self, contact_ids) -> None:  # RelatedRecordId is the matched record itself (R-SFV-2)
+        return None
+
+    def _key_field(self) -> str:
+        names = {n.lower(): n for n in self.voice_object_fields}
+        return names.get(self.sf.voice.fields.call_id.lower(), self.sf.voice.fields.call_id)
+
+    def _existing_tasks(self, call_ids: list[int]) -> dict[int, dict]:
+        """Both records of each call, found by their keys (DESIGN §6)."""
+        if not call_ids:
+            return {}
+        keys = soql_in([str(i) for i in call_ids])
+        obj = self.sf.voice.aircall_voice_object
+        key = self._key_field()
+        vc_fields = sorted({"Id", "VendorCallKey", "RelatedRecordId", "CreatedDate"}
+                           | ({self._link_field()} - {None}))
+        av_fields = sorted({"Id", key, "CreatedDate"} | {f for f in self.sf.voice.fields.enabled().values()
+                                                          if f.lower() in {n.lower() for n in self.voice_object_fields}})
+        av_fields = [self._org_name(f, self.voice_object_fields) for f in av_fields]
+        vc_rows, av_rows = self.org.queries([
+            f"SELECT {', '.join(vc_fields)} FROM VoiceCall WHERE VendorCallKey IN {keys} ORDER BY CreatedDate ASC",
+            f"SELECT {', '.join(dict.fromkeys(av_fields))} FROM {obj} WHERE {key} IN {keys} ORDER BY CreatedDate ASC",
+        ])
+        found: dict[int, dict] = {}
+        for kind, rows, field_name in (("VoiceCall", vc_rows, "VendorCallKey"), ("Voice", av_rows, key)):
+            for row in rows:
+                try:
+                    call_id = int(str(row.get(field_name)))
+                except ValueError:
+                    continue
+                found.setdefault(call_id, {}).setdefault(kind, row)
+        return found
+
+    @staticmethod
+    def _org_name(name: str, names: frozenset[str]) -> str:
+        return {n.lower(): n for n in names}.get(name.lower(), name)
+
+    def _link_field(self) -> str | None:
+        names = {n.lower(): n for n in self.voice_call_fields}
+        return names.get(self.sf.voice.voice_call_link_field.lower())
+
+    def _plan_call(self, plan: CallPlan, batch: Batch, current: Mapping[str, Any] | None) -> None:
+        from aircall_sync.targets.salesforce_voice import build_voice, voice_call_update_fields
+
+        a = plan.assessment
+        call = a.call
+        match = self._match_for(a)
+        note = self._match_note(a, match)
+        if match is None and a.external is not None:
+            match = self._plan_new_record(a, batch)
+        draft = build_voice(call, a, self._ctx(match), self.settings)
+        for warning in draft.warnings:
+            self._warn_once(warning)
+        current = current or {}
+        writes: list[Change] = []
+        obj = self.sf.voice.aircall_voice_object
+        if draft.aircall_voice is not None:
+            existing = current.get("Voice")
+            action, send, changes = diff(draft.aircall_voice, existing)
+            if action is not Action.NOOP:
+                writes.append(Change(call.id, TARGET, obj, action, fields=send, diff=changes,
+                                     record_id=existing["Id"] if existing else None, note=note))
+            elif existing:
+                plan.extra_records[obj] = existing["Id"]
+        existing_vc = current.get("VoiceCall")
+        if existing_vc is None:
+            action, send, changes = diff(draft.voice_call, None)
+        else:
+            # R-SFV-8: most VoiceCall fields are set on create only.
+            action, send, changes = diff(voice_call_update_fields(draft.voice_call), existing_vc)
+        if action is not Action.NOOP:
+            writes.append(Change(call.id, TARGET, "VoiceCall", action, fields=send, diff=changes,
+                                 record_id=existing_vc["Id"] if existing_vc else None, note=note,
+                                 warnings=list(draft.warnings)))
+        elif existing_vc:
+            plan.extra_records["VoiceCall"] = existing_vc["Id"]
+        plan.depends_on = [v for w in writes for v in w.fields.values() if isinstance(v, str) and v.startswith(NEW)]
+        if match is not None and not match.id.startswith(NEW):
+            plan.extra_records[match.object] = match.id
+        if not writes:
+            plan.outcome = Outcome(call.id, TARGET, "unchanged", records=dict(plan.extra_records),
+                                   fingerprint=plan.fingerprint)
+            return
+        plan.writes = writes
+        plan.task = writes[-1]
+
+    def apply(self, batch: Batch) -> list[Outcome]:
+        created, failed = self._create_new_records(batch)
+        outcomes: list[Outcome] = []
+        ready: list[CallPlan] = []
+        for plan in batch.calls:
+            if plan.task is None:
+                outcomes.append(plan.outcome)
+                continue
+            broken = [failed[p] for p in plan.depends_on if p in failed]
+            if broken:
+                outcomes.append(Outcome(plan.assessment.call.id, TARGET, "failed", error=broken[0],
+                                        fingerprint=plan.fingerprint))
+                continue
+            for change in plan.writes:
+                for name, value in list(change.fields.items()):
+                    if isinstance(value, str) and value in created:
+                        change.fields[name] = created[value]
+            for placeholder, record_id in created.items():
+                if placeholder in plan.depends_on:
+                    plan.extra_records[placeholder.split(":")[1]] = record_id
+            ready.append(plan)
+        obj = self.sf.voice.aircall_voice_object
+        link = self._link_field()
+        errors: dict[int, dict[str, str]] = {}
+        # Pass 1: the Aircall Voice records; pass 2: the VoiceCalls, linked to them (R-SFV-1).
+        for object_name in (obj, "VoiceCall"):
+            for method in (Action.CREATE, Action.UPDATE):
+                todo = [(p, c) for p in ready if p.assessment.call.id not in errors
+                        for c in p.writes if c.object == object_name and c.action is method]
+                if not todo:
+                    continue
+                if object_name == "VoiceCall" and method is Action.CREATE and link:
+                    for p, c in todo:
+                        if p.extra_records.get(obj):
+                            c.fields.setdefault(link, p.extra_records[obj])
+                rows = [{"attributes": {"type": object_name}, **({"id": c.record_id} if c.record_id else {}),
+                         **c.fields} for _, c in todo]
+                results = self.org.create(rows) if method is Action.CREATE else self.org.update(rows)
+                for (p, c), result in zip(todo, results, strict=True):
+                    if result.success:
+                        c.record_id = result.id or c.record_id
+                        p.extra_records[object_name] = c.record_id
+                    else:
+                        errors[p.assessment.call.id] = _error(result, f"{object_name} not written")
+        for plan in ready:
+            call_id = plan.assessment.call.id
+            if call_id in errors:
+                outcomes.append(Outcome(call_id, TARGET, "failed", error=errors[call_id],
+                                        records=dict(plan.extra_records), fingerprint=plan.fingerprint))
+                continue
+            verb = "created" if any(c.action is Action.CREATE for c in plan.writes) else "updated"
+            outcomes.append(Outcome(call_id, TARGET, verb, records=dict(plan.extra_records),
+                                    warnings=list(plan.task.warnings), fingerprint=plan.fingerprint))
+        order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
+        outcomes.sort(key=lambda o: order[o.call_id])
+        return outcomes
+
+    def record(self, outcomes: Iterable[Outcome], run_id: int | None) -> None:
+        written = []
+        for o in outcomes:
+            if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records.get("VoiceCall"):
+                written.append((o.call_id, TARGET, {k: v for k, v in o.records.items() if v}, o.fingerprint))
+                self.state.clear_failure(o.call_id, TARGET)
+            elif o.outcome == "failed" and o.error:
+                self.state.record_failure(o.call_id, TARGET, "VoiceCall", o.error["code"], o.error["message"], run_id)
+        if written:
+            self.state.mark_written(written)
+
+
+def check_voice(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
+    """``check`` in mode voice: R-SFV-7 (VoiceCall createable), the custom object and fields, R-SFV-6."""
+    voice = settings.salesforce.voice
+    infos: list[str] = []
+    problems: list[str] = []
+    described = org.describe_many(["VoiceCall", voice.aircall_voice_object])
+    vc = described.get("VoiceCall")
+    if not vc or not vc.get("createable"):
+        problems.append(f"VoiceCall is not createable at API version {settings.salesforce.api_version} (R-SFV-7): "
+                        "give the API user the Contact Center Agent or Admin permission set (Service Cloud Voice) "
+                        "or Dialer Outbound (Sales Dialer), and keep salesforce.api_version at 63.0 or later")
+    else:
+        names = {f["name"].lower() for f in vc.get("fields", [])}
+        if voice.voice_call_link_field.lower() not in names:
+            problems.append(f"VoiceCall.{voice.voice_call_link_field} (salesforce.voice.voice_call_link_field) does "
+                            "not exist: create the lookup to the Aircall Voice object, or name the org's lookup")
+    custom = described.get(voice.aircall_voice_object)
+    if not custom:
+        problems.append(f"{voice.aircall_voice_object} (salesforce.voice.aircall_voice_object) does not exist or is "
+                        "hidden: install the Aircall package or name the org's Aircall Voice object")
+    else:
+        names = {f["name"].lower() for f in custom.get("fields", [])}
+        for key, api_name in voice.fields.enabled().items():
+            if api_name.lower() not in names:
+                problems.append(f"{voice.aircall_voice_object}.{api_name} (salesforce.voice.fields.{key}) does not "
+                                f"exist or is hidden: create it, or set salesforce.voice.fields.{key} = \"\"")
+    infos.append("Omni-Channel presence mapping (R-SFV-6) is a live phone-app feature that a sync tool cannot do: "
+                 "keep it in Aircall's own Service Cloud Voice integration")
+    infos.append(f"VoiceCall: {'createable' if vc and vc.get('createable') else 'NOT createable'}; "
+                 f"signed in as user {org.user_id}")
     return infos, problems
