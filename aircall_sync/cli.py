@@ -386,7 +386,7 @@ def status(ctx: typer.Context) -> None:
 def sandbox(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Loopback address to serve on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Aircall's port; Salesforce takes the next one (0: any free ports).")] = 0,
+    port: Annotated[int, typer.Option("--port", help="Aircall's port; Salesforce and Front take the next two (0: any free ports).")] = 0,
     calls: Annotated[int, typer.Option("--calls", help="How many calls to generate.")] = 500,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data (same seed, same data).")] = 1,
     days: Annotated[int, typer.Option("--days", help="Spread the calls over the last N days.")] = 7,
@@ -401,13 +401,13 @@ def sandbox(
 
     if not _is_loopback(host):
         raise UsageError(f'--host: the sandbox serves on loopback only (127.0.0.1, localhost or ::1), got "{host}"')
-    if not 0 <= port <= 65534:
-        raise UsageError(f"--port: expected 0 to 65534 (Salesforce takes the next port), got {port}")
+    if not 0 <= port <= 65533:
+        raise UsageError(f"--port: expected 0 to 65533 (Salesforce and Front take the next two ports), got {port}")
     if calls < 0 or days < 1:
         raise UsageError("--calls must be 0 or more and --days 1 or more")
     state_path = Path("aircall-sync-sandbox.sqlite3").resolve()
     with Sandbox(SandboxOptions(calls=calls, seed=seed, days=days, host=host, port=port)) as box:
-        text = box.settings_toml(state_path)
+        text = box.settings_toml(state_path, targets=("salesforce", "front"))
         if write_settings is not None:
             try:
                 with open(write_settings, "x", encoding="utf-8") as out:
@@ -416,7 +416,7 @@ def sandbox(
                 raise UsageError(f"{write_settings} already exists; choose another --write-settings path") from None
         typer.echo(text, nl=False)
         _echo_err(f"{BANNER}. Aircall: {box.aircall_url} ({calls} calls over {days} days, seed {seed}); "
-                  f"Salesforce: {box.salesforce.url} (TLS; its CA is in the settings).")
+                  f"Salesforce: {box.salesforce.url} (TLS; its CA is in the settings); Front: {box.front_sandbox.url}.")
         _echo_err("Use the settings above (--config), e.g. aircall-sync calls --from ... --to ...; Ctrl-C stops.")
         try:
             while True:

@@ -16,6 +16,8 @@ from typing import Any
 import tomli_w
 
 from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
+from aircall_sync.sandbox.front_api import DEFAULT_API_TOKEN as FRONT_TOKEN
+from aircall_sync.sandbox.front_api import start_front_sandbox
 from aircall_sync.sandbox.generator import CallStore, generate
 from aircall_sync.sandbox.salesforce_api import AuthConfig, OrgOptions, SalesforceFaults, start_salesforce_sandbox
 from aircall_sync.sandbox.server import Faults, LoopbackServer
@@ -41,6 +43,12 @@ class SandboxOptions:
     salesforce_faults: SalesforceFaults | None = None
     salesforce_http_faults: Faults | None = None
     salesforce_auth: AuthConfig | None = None
+    front: bool = True
+    front_requests_per_minute: int | None = None
+    front_faults: Faults | None = None
+    front_burst_limit_per_second: int | None = None
+    #: Share of the callers that already have a Front contact (the 409 path of R-FRONT-1).
+    front_known_share: float = 0.2
     #: Where the sandbox's TLS files go (None: a temporary folder removed at stop).
     tls_dir: Path | None = None
 
@@ -51,6 +59,7 @@ class Sandbox:
     aircall_server: LoopbackServer | None = None
     aircall_store: CallStore | None = None
     salesforce: Any = None  # the SalesforceSandbox: .server, .store, .app, .summary
+    front_sandbox: Any = None  # the FrontSandbox: .server, .store, .app
     ca_path: Path | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
@@ -79,6 +88,14 @@ class Sandbox:
                 faults=o.salesforce_faults, http_faults=o.salesforce_http_faults, auth=o.salesforce_auth, now=end,
             )
             self.ca_path = Path(self.salesforce[2])
+        if o.front:
+            numbers = store.external_numbers()
+            known = numbers[: int(len(numbers) * o.front_known_share)]
+            self.front_sandbox = start_front_sandbox(
+                port=o.port + 2 if o.port else 0, host=o.host, agents=store.agents(), contacts=known,
+                requests_per_minute=o.front_requests_per_minute, faults=o.front_faults,
+                burst_limit_per_second=o.front_burst_limit_per_second, rate_window_seconds=60.0,
+            )
         return self
 
     def stop(self) -> None:
@@ -86,6 +103,8 @@ class Sandbox:
             self.aircall_server.stop()
         if self.salesforce is not None:
             self.salesforce.stop()
+        if self.front_sandbox is not None:
+            self.front_sandbox.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -101,11 +120,23 @@ class Sandbox:
         return self.aircall_server.url + "/v1"
 
     @property
+    def front_store(self):
+        return self.front_sandbox[1] if self.front_sandbox is not None else None
+
+    @property
     def sf_store(self):
         return self.salesforce[1] if self.salesforce is not None else None
 
-    def settings(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3", mode: str = "task") -> dict:
-        """Settings (as a TOML-ready dict) that point every service at this sandbox."""
+    def settings(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3", mode: str = "task",
+                 targets: tuple[str, ...] = ("salesforce",)) -> dict:
+        """Settings (as a TOML-ready dict) that point the tool at this sandbox, for the given targets."""
+        front = {"front": {
+            "enabled": True,
+            "api_token": FRONT_TOKEN,
+            "base_url": self.front_sandbox.url,
+            "inbox": "Aircall Phone",
+            "requests_per_minute": 6000,
+        }} if self.front_sandbox is not None and "front" in targets else {}
         return {
             "aircall": {
                 "api_id": DEFAULT_API_ID,
@@ -124,12 +155,14 @@ class Sandbox:
                 "auth": "token",
                 "access_token": self.salesforce.app.auth.fixed_token,
                 "ca_bundle": str(self.ca_path),
-            }} if self.salesforce is not None else {}),
+            }} if self.salesforce is not None and "salesforce" in targets else {}),
+            **front,
         }
 
-    def settings_toml(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3", mode: str = "task") -> str:
+    def settings_toml(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3", mode: str = "task",
+                      targets: tuple[str, ...] = ("salesforce",)) -> str:
         head = (
             f"# {BANNER}.\n"
             "# The credentials below are the sandbox's fixed test values, not secrets.\n"
         )
-        return head + tomli_w.dumps(self.settings(state_path, mode))
+        return head + tomli_w.dumps(self.settings(state_path, mode, targets))

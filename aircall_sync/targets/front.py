@@ -317,7 +317,7 @@ class FrontTarget:
                 name = a.call.contact.full_name if a.call.contact else None
                 status, contact = self.client.create_contact(e164, name)
                 if status == 409:  # the handle has a contact already (§2): find it and its conversations
-                    contact = self.client.get_contact(e164)
+                    contact = contact or self.client.get_contact(e164)
                     if contact is None:
                         raise FrontError(f"Front reported a contact for {e164} but cannot find it", 409)
                     info["contact_id"] = contact["id"]
@@ -340,6 +340,7 @@ class FrontTarget:
             in_ours = self.inbox_id and (self.inbox_id in str(inbox) or self.inbox_id in json.dumps(
                 conversation.get("inboxes") or conversation.get("inbox") or ""))
             if in_ours:
+                self._checked.add(conversation["id"])  # its status was just read
                 return {"conversation_id": conversation["id"], "fresh": True}
         return {}
 

@@ -18,6 +18,7 @@ Facts relied on (``../shared/reference/front-api.md``):
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -64,7 +65,7 @@ class FrontClient:
             headers={"Authorization": f"Bearer {api_token}", "Accept": "application/json",
                      "User-Agent": f"aircall-sync/{__version__}"},
             timeout=timeout, transport=transport, verify=verify,
-            follow_redirects=True,  # §7: merged conversations answer 301
+            follow_redirects=False,  # 301s (merged conversations, §7) are followed in _call
         )
 
     def close(self) -> None:
@@ -96,9 +97,16 @@ class FrontClient:
 
     def _call(self, method: str, path: str, *, kind: str, expect: tuple[int, ...] = (200,), **kwargs) -> httpx.Response:
         url = path if path.startswith("http") else f"{self.base_url}{path}"
-        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
-        response = send(self._http, method, url, service="Front", pacer=self.pacer, policy=self.retry,
-                        stats=self.stats, rate_limit_wait=self._retry_after, **kwargs)
+        for _ in range(3):
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+            response = send(self._http, method, url, service="Front", pacer=self.pacer, policy=self.retry,
+                            stats=self.stats, rate_limit_wait=self._retry_after, **kwargs)
+            # A merged conversation answers 301 (§7). httpx would turn a redirected POST into a GET,
+            # so the same request is sent again, as it was, to where the conversation now lives.
+            if response.status_code in (301, 302, 307, 308) and response.headers.get("location"):
+                url = str(response.url.join(response.headers["location"]))
+                continue
+            break
         if response.status_code in expect:
             return response
         message = _error_message(response)
@@ -138,13 +146,18 @@ class FrontClient:
         return list(self._list("/teammates", kind="teammates"))
 
     def create_contact(self, e164: str, name: str | None) -> tuple[int, dict | None]:
-        """(201, contact) when created; (409, None) when the handle already has a contact."""
+        """(201, contact) when created; (409, {"id"} or None) when the handle already has a contact.
+
+        Front's 409 names the contact ("…conflict with the contact(s): crd_123", reference §2):
+        its id is taken from there, sparing a lookup; None when the message does not say.
+        """
         body: dict[str, Any] = {"handles": [{"source": "phone", "handle": e164}]}
         if name:
             body["name"] = name
         response = self._call("POST", "/contacts", kind="contacts", expect=(200, 201, 409), json=body)
         if response.status_code == 409:
-            return 409, None
+            found = re.search(r"\b(crd_[A-Za-z0-9]+)", _error_message(response))
+            return 409, ({"id": found.group(1)} if found else None)
         return response.status_code, response.json()
 
     def get_contact(self, e164: str) -> dict | None:
