@@ -448,13 +448,15 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="aircall-sync-demo-") as tmp, \
             Sandbox(SandboxOptions(calls=calls, seed=seed, days=3)) as box:
         path = Path(tmp) / "settings.toml"
-        path.write_text(box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode), encoding="utf-8")
+        path.write_text(box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode, targets=("salesforce", "front")),
+                        encoding="utf-8")
         settings = load_settings(path)
         end = datetime.now(UTC)
         start = end - timedelta(days=3)
         typer.echo(f"{BANNER}.\nAircall: {calls} generated calls; Salesforce: a seeded org "
                    f"({len(box.sf_store.records('Contact'))} Contacts, {len(box.sf_store.records('Lead'))} Leads, "
-                   f"{len(box.sf_store.records('Account'))} Accounts). Settings: {path}\n")
+                   f"{len(box.sf_store.records('Account'))} Accounts); Front: an \"Aircall Phone\" inbox. "
+                   f"Settings: {path}\n")
         typer.echo("1. Preview: aircall-sync backfill --dry-run (nothing is written)\n")
         execute(settings, "backfill", out=out, err=sys.stderr, dry_run=True, start=start, end=end, quiet=True,
                 sample=3)
@@ -480,6 +482,11 @@ def demo(
             for task in calls_logged[:3]:
                 typer.echo(f"   {task['Id']}  {task.get('Subject')}  [{task.get('Status')}]  "
                            f"CallObject={task.get('CallObject')}  WhoId={task.get('WhoId') or '-'}")
+        front = box.front_store
+        conversations = list(front.conversations.values())
+        typer.echo(f"   Front: {len(front.contacts)} contacts, {len(conversations)} open conversations in "
+                   f"\"Aircall Phone\", {sum(len(c.messages) for c in conversations)} call activities, "
+                   f"{sum(len(c.comments) for c in conversations)} comments by the agents.")
         typer.echo("\n4. The same backfill again: every call is already logged, so nothing is written.\n")
         execute(settings, "backfill", out=out, err=sys.stderr, start=start, end=end, quiet=True)
         kept = store.records("VoiceCall" if mode == "voice" else "Task")
