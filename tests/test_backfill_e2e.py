@@ -372,3 +372,20 @@ def test_check_names_each_missing_field_and_the_setting_that_disables_it(tmp_pat
                 'or set salesforce.task.fields.country = "" to stop writing it') in result.stderr
     finally:
         box.stop()
+
+
+def test_values_removed_in_aircall_are_cleared_on_the_task(box, tmp_path):
+    """R-FLOW-3: a comment deleted in Aircall leaves no stale Description; a checkbox is never nulled."""
+    config = settings_for(box, tmp_path)
+    assert run(config, "backfill", "--from", FROM, "--to", TO).exit_code == 0
+    call = next(c for c in box.aircall_store.iter_calls(0, 2**40)
+                if c["status"] == "done" and c["comments"] and not c["asset"] and not c["voicemail"])
+    task = box.sf_store.find_one("Task", CallObject=str(call["id"]))
+    assert task["Description"]
+    box.aircall_store.update_call(call["id"], comments=[])
+    result = run(config, "backfill", "--from", FROM, "--to", TO)
+    assert result.exit_code == 0, result.output
+    after = box.sf_store.find_one("Task", CallObject=str(call["id"]))
+    assert after["Id"] == task["Id"]
+    assert not after.get("Description")
+    assert "1 updated" in result.stdout

@@ -124,25 +124,51 @@ def _normalized(value: str, region: str | None) -> str | None:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
-def holds_number(record: Mapping, number: ExternalNumber) -> bool:
-    """R-SF-MATCH-1: one of the record's phone fields is this number, compared on E.164."""
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(number.e164))
+def record_numbers(record: Mapping, region: str | None) -> set[str]:
+    """The E.164 numbers a record's phone fields hold, reading national formats in ``region``."""
     kind = kind_of(record)
     fields = PHONE_FIELDS.get(kind, ())
     if kind == "PersonAccount":
         fields = fields + PHONE_FIELDS["Account"]
+    found: set[str] = set()
     for name in fields:
         value = record.get(name)
-        if isinstance(value, str) and value.strip():
-            # Strings typed with an international prefix: "00…" / "011…".
-            text = value.strip()
-            if _normalized(text, region) == number.e164:
-                return True
-            digits = "".join(ch for ch in text if ch.isdigit())
-            for prefix in ("00", "011"):
-                if digits.startswith(prefix) and _normalized("+" + digits[len(prefix):], None) == number.e164:
-                    return True
-    return False
+        if not (isinstance(value, str) and value.strip()):
+            continue
+        text = value.strip()
+        normalized = _normalized(text, region)
+        if normalized:
+            found.add(normalized)
+        # Strings typed with an international prefix: "00…" / "011…".
+        digits = "".join(ch for ch in text if ch.isdigit())
+        for prefix in ("00", "011"):
+            if digits.startswith(prefix):
+                normalized = _normalized("+" + digits[len(prefix):], None)
+                if normalized:
+                    found.add(normalized)
+    return found
+
+
+def region_of(number: ExternalNumber) -> str | None:
+    return phonenumbers.region_code_for_number(phonenumbers.parse(number.e164))
+
+
+def holds_number(record: Mapping, number: ExternalNumber) -> bool:
+    """R-SF-MATCH-1: one of the record's phone fields is this number, compared on E.164."""
+    return number.e164 in record_numbers(record, region_of(number))
+
+
+def index_by_number(records: Iterable[Mapping], numbers: Iterable[ExternalNumber]) -> dict[str, list[Mapping]]:
+    """E.164 -> the records holding it, built once for a batch (linear, not numbers x records)."""
+    regions = {region_of(n) for n in numbers}
+    index: dict[str, list[Mapping]] = {}
+    for record in records:
+        held: set[str] = set()
+        for region in regions:
+            held |= record_numbers(record, region)
+        for e164 in held:
+            index.setdefault(e164, []).append(record)
+    return index
 
 
 def _modified(record: Mapping) -> datetime:

@@ -120,6 +120,7 @@ class SalesforceTaskTarget:
         self.org = org
         self.state = state
         self.task_fields: frozenset[str] | None = None
+        self.checkboxes: frozenset[str] = frozenset()
         self.person_accounts = False
         self._matches: dict[str, Match | None] = {}
         self._users: dict[str, SfUser | None] = {}
@@ -135,6 +136,8 @@ class SalesforceTaskTarget:
         if not task:
             raise OrgMismatchError("the Salesforce user cannot see the Task object; grant it read/create on Task")
         self.task_fields = frozenset(f["name"] for f in task.get("fields", []))
+        # Checkboxes are never null in Salesforce: an absent value is not a value to clear.
+        self.checkboxes = frozenset(f["name"] for f in task.get("fields", []) if f.get("type") == "boolean")
         account = described.get("Account") or {}
         self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
 
@@ -219,6 +222,9 @@ class SalesforceTaskTarget:
             record_id = None
         else:
             compare = {k: v for k, v in fields.items() if k not in CREATE_ONLY_FIELDS}
+            # A value the call no longer has (comments or a transfer removed in Aircall) is cleared.
+            for name in self._clearable_task_fields():
+                compare.setdefault(name, None)
             chosen = owner(call, match, ctx.users_by_email, ctx.integration_user_id,
                            self.sf.matching.fallback_owner_id)
             if chosen.step != 1:
@@ -303,8 +309,9 @@ class SalesforceTaskTarget:
                 for row in rows:
                     row.setdefault("attributes", {"type": created_type})
                     records.append(row)
+        index = matching.index_by_number(records, wanted)
         for number in wanted:
-            best = matching.choose(records, number)
+            best = matching.choose(index.get(number.e164, []), number)
             self._matches[number.e164] = matching.to_match(best) if best else None
 
     def _load_users(self, plans: Iterable[CallPlan]) -> None:
@@ -372,6 +379,14 @@ class SalesforceTaskTarget:
                 continue
             found[call_id] = row
         return found
+
+    def _clearable_task_fields(self) -> set[str]:
+        """Task fields whose value comes from the call alone, so an empty value means "clear it"."""
+        names = {"Description"} | set(self.sf.task.fields.enabled().values())
+        if self.task_fields is not None:
+            lower = {n.lower(): n for n in self.task_fields}
+            names = {lower[n.lower()] for n in names if n.lower() in lower}
+        return names - self.checkboxes
 
     def _task_read_fields(self) -> set[str]:
         names = {"Id", "CallObject", "CreatedDate", "Subject", "Status", "ActivityDate", "CallType",
@@ -580,6 +595,7 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
                 "package, or set salesforce.voice.aircall_voice_object to the org's Aircall Voice object")
         self.voice_call_fields = frozenset(f["name"] for f in voice_call.get("fields", []))
         self.voice_object_fields = frozenset(f["name"] for f in custom.get("fields", []))
+        self.checkboxes = frozenset(f["name"] for f in custom.get("fields", []) if f.get("type") == "boolean")
         account = described.get("Account") or {}
         self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
         self._ctx = lambda match: VoiceContext(match, self.voice_call_fields, self.voice_object_fields)
@@ -645,7 +661,16 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         obj = self.sf.voice.aircall_voice_object
         if draft.aircall_voice is not None:
             existing = current.get("Voice")
-            action, send, changes = diff(draft.aircall_voice, existing)
+            desired = dict(draft.aircall_voice)
+            if existing is not None:
+                # Tags removed, unassigned, re-matched to another record type: empty means clear it.
+                for api_name in self.sf.voice.fields.enabled().values():
+                    name = self._org_name(api_name, self.voice_object_fields)
+                    if name not in self.checkboxes:
+                        desired.setdefault(name, None)
+                desired = {k: v for k, v in desired.items()
+                           if k.lower() in {n.lower() for n in self.voice_object_fields}}
+            action, send, changes = diff(desired, existing)
             if action is not Action.NOOP:
                 writes.append(Change(call.id, TARGET, obj, action, fields=send, diff=changes,
                                      record_id=existing["Id"] if existing else None, note=note))
@@ -770,6 +795,10 @@ def check_voice(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
                                 f"exist or is hidden: create it, or set salesforce.voice.fields.{key} = \"\"")
     infos.append("Omni-Channel presence mapping (R-SFV-6) is a live phone-app feature that a sync tool cannot do: "
                  "keep it in Aircall's own Service Cloud Voice integration")
+    matching_settings = settings.salesforce.matching
+    if matching_settings.link_to != "none" or matching_settings.create_case:
+        infos.append("salesforce.matching.link_to and create_case apply to mode task only: a VoiceCall's "
+                     "RelatedRecordId is the matched record itself (R-SFV-2)")
     infos.append(f"VoiceCall: {'createable' if vc and vc.get('createable') else 'NOT createable'}; "
                  f"signed in as user {org.user_id}")
     return infos, problems
