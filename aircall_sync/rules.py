@@ -7,6 +7,7 @@ that cites its id.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -14,7 +15,6 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from phonenumbers import geocoder
 
 from aircall_sync.aircall.models import Call, User
 
@@ -92,8 +92,15 @@ def external_number(call: Call) -> ExternalNumber | None:
     if not raw or raw.lower() == "anonymous":
         return None
     region = (call.number.country if call.number and call.number.country else None) or None
+    return _external(raw, region.upper() if region else None)
+
+
+# Parsing and validating a number is the costliest step per call (NANP validity walks
+# many regions), and a company's callers repeat: remember the answers.
+@functools.lru_cache(maxsize=65536)
+def _external(raw: str, region: str | None) -> ExternalNumber | None:
     try:
-        parsed = phonenumbers.parse(raw, region.upper() if region else None)
+        parsed = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_possible_number(parsed):
@@ -102,20 +109,68 @@ def external_number(call: Call) -> ExternalNumber | None:
     return ExternalNumber(
         e164=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
         valid=valid,
-        country=geocoder.country_name_for_number(parsed, "en") if valid else "",
+        country=country_name(parsed) if valid else "",
         international=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
     )
+
+
+def country_name(parsed: phonenumbers.PhoneNumber) -> str:
+    """The English country name of a number, exactly as ``geocoder.country_name_for_number(n, "en")``.
+
+    Importing ``phonenumbers.geocoder`` loads every geocoding prefix of every
+    language (~95 MB here) for one small table of country names; that table is
+    read on its own instead. The choice of region mirrors the geocoder's own
+    code (a number that could belong to several regions gets no name); a test
+    checks both agree. Should the table move, the geocoder itself is used.
+    """
+    codes = phonenumbers.region_codes_for_country_code(parsed.country_code)
+    if len(codes) == 1:
+        region = codes[0]
+    else:
+        valid = [code for code in codes if phonenumbers.is_valid_number_for_region(parsed, code)]
+        if len(valid) != 1:
+            return ""
+        region = valid[0]
+    table = _locale_names()
+    if table is None:
+        from phonenumbers import geocoder
+
+        return geocoder.country_name_for_number(parsed, "en")
+    names = table.get(region) or {}
+    name = names.get("en", "")
+    if name.startswith("*"):  # "*xx": the name is held under language xx
+        name = names.get(name[1:], "")
+    return name
+
+
+@functools.cache
+def _locale_names() -> dict | None:
+    from pathlib import Path
+
+    path = Path(phonenumbers.__file__).with_name("geodata") / "locale.py"
+    try:
+        source = path.read_text(encoding="utf-8").replace("from ..util import u", "")
+        namespace: dict = {"u": phonenumbers.util.u}
+        exec(compile(source, str(path), "exec"), namespace)  # a generated dict literal of the dependency
+        return namespace["LOCALE_DATA"]
+    except Exception:  # noqa: BLE001 - any surprise: fall back to the geocoder
+        return None
 
 
 def aircall_number_e164(call: Call) -> str | None:
     """The Aircall line in E.164 (``+`` included), from ``e164_digits`` or ``digits``."""
     if call.number is None:
         return None
-    for candidate in (call.number.e164_digits, call.number.digits):
+    return _line_e164(call.number.e164_digits, call.number.digits, (call.number.country or "").upper() or None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _line_e164(e164_digits: str | None, digits: str | None, region: str | None) -> str | None:
+    for candidate in (e164_digits, digits):
         if not candidate:
             continue
         try:
-            parsed = phonenumbers.parse(candidate, (call.number.country or "").upper() or None)
+            parsed = phonenumbers.parse(candidate, region)
         except phonenumbers.NumberParseException:
             continue
         return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

@@ -139,7 +139,7 @@ class Runner:
                 self.state.start_backfill(key, windows)
         for window in pending:
             lo, hi = (datetime.fromtimestamp(t, UTC) for t in window)
-            self._process(self.client.iter_calls(lo, hi, on_bad=self.summary.unreadable.append),
+            self._process(Prefetch(self.client.iter_calls(lo, hi, on_bad=self.summary.unreadable.append)),
                           checkpoint=None if self.dry_run else (key, window))
             if self._limit_reached():
                 break
@@ -158,7 +158,7 @@ class Runner:
         else:
             start = min(watermark - s.revisit, end)
         if start < end:
-            self._process(self.client.iter_calls(start, end, on_bad=self.summary.unreadable.append))
+            self._process(Prefetch(self.client.iter_calls(start, end, on_bad=self.summary.unreadable.append)))
         if not self.dry_run:
             self.state.set_watermark(end)
         self.summary.watermark = end
@@ -254,6 +254,67 @@ class Runner:
         for (target, obj, action), n in self.summary.changes.items():
             per.setdefault(target, {}).setdefault(obj, {})[action] = n
         return {"calls": self.summary.calls, "unsettled": self.summary.unsettled, "changes": per}
+
+
+class Prefetch:
+    """Read calls from Aircall in a background thread while the previous batch is planned and written.
+
+    DESIGN §5: fetching and writing overlap. A thread (not asyncio) because both
+    HTTP stacks in use block, and they release the GIL while they wait. The queue
+    is bounded, so memory stays flat whatever the range: at most ``depth`` calls
+    wait. Errors from the reader surface in the consumer, where they are raised.
+    """
+
+    _DONE = object()
+
+    def __init__(self, source: Iterable, depth: int = CHUNK):
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(source,), name="aircall-prefetch", daemon=True)
+        self._thread.start()
+
+    def _run(self, source: Iterable) -> None:
+        import queue
+
+        try:
+            for item in source:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            self._error = exc
+        finally:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(self._DONE, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def __iter__(self):
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._DONE:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 def _windows(start: datetime, end: datetime) -> list[tuple[int, int]]:

@@ -257,3 +257,20 @@ def test_R_FRONT_1_no_external_number_is_a_skip_when_the_target_needs_one():
     assert rules.decide(c, DEFAULT_FLOW, **kwargs).skipped is False
     decision = rules.decide(c, DEFAULT_FLOW, needs_external_number=True, **kwargs)
     assert decision.skipped and decision.reason == "no external number"
+
+
+def test_R_SF_FIELDS_country_names_are_the_geocoders():
+    """R-SF-FIELDS country: exactly what geocoder.country_name_for_number(n, "en") gives, for every region."""
+    import phonenumbers
+    from phonenumbers import geocoder
+
+    checked = 0
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is None:
+                continue
+            assert rules.country_name(example) == geocoder.country_name_for_number(example, "en"), region
+            checked += 1
+    assert checked > 300
+    assert rules._locale_names() is not None  # the light path is the one in use

@@ -14,6 +14,7 @@ which does not wait for the search index.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,6 +115,7 @@ def kind_of(record: Mapping) -> str:
     return sobject
 
 
+@functools.lru_cache(maxsize=65536)
 def _normalized(value: str, region: str | None) -> str | None:
     try:
         parsed = phonenumbers.parse(value, region)
@@ -149,8 +151,13 @@ def record_numbers(record: Mapping, region: str | None) -> set[str]:
     return found
 
 
+@functools.lru_cache(maxsize=65536)
+def _region(e164: str) -> str | None:
+    return phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+
+
 def region_of(number: ExternalNumber) -> str | None:
-    return phonenumbers.region_code_for_number(phonenumbers.parse(number.e164))
+    return _region(number.e164)
 
 
 def holds_number(record: Mapping, number: ExternalNumber) -> bool:
@@ -159,11 +166,22 @@ def holds_number(record: Mapping, number: ExternalNumber) -> bool:
 
 
 def index_by_number(records: Iterable[Mapping], numbers: Iterable[ExternalNumber]) -> dict[str, list[Mapping]]:
-    """E.164 -> the records holding it, built once for a batch (linear, not numbers x records)."""
-    regions = {region_of(n) for n in numbers}
+    """E.164 -> the records holding it, built once for a batch (linear, not numbers x records).
+
+    A stored value is read only in the regions of the searched numbers whose last
+    seven digits it ends with: parsing every value in every region is the costly part.
+    """
+    by_tail: dict[str, set[str | None]] = {}
+    for number in numbers:
+        by_tail.setdefault(number.e164[-7:], set()).add(region_of(number))
     index: dict[str, list[Mapping]] = {}
     for record in records:
         held: set[str] = set()
+        regions: set[str | None] = set()
+        for name in PHONE_FIELDS.get(kind_of(record), ()) + PHONE_FIELDS["Account"]:
+            value = record.get(name)
+            if isinstance(value, str):
+                regions |= by_tail.get("".join(ch for ch in value if ch.isdigit())[-7:], set())
         for region in regions:
             held |= record_numbers(record, region)
         for e164 in held:

@@ -431,9 +431,9 @@ class SalesforceTaskTarget:
             for name, value in list(plan.task.fields.items()):
                 if isinstance(value, str) and value in created:
                     plan.task.fields[name] = created[value]
-            for placeholder, record_id in created.items():
-                if placeholder in plan.depends_on:
-                    plan.extra_records[placeholder.split(":")[1]] = record_id
+            for placeholder in plan.depends_on:
+                if placeholder in created:
+                    plan.extra_records[placeholder.split(":")[1]] = created[placeholder]
             (creates if plan.task.action is Action.CREATE else updates).append(plan)
 
         for plans, method in ((creates, "insert"), (updates, "update")):
@@ -715,9 +715,9 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
                 for name, value in list(change.fields.items()):
                     if isinstance(value, str) and value in created:
                         change.fields[name] = created[value]
-            for placeholder, record_id in created.items():
-                if placeholder in plan.depends_on:
-                    plan.extra_records[placeholder.split(":")[1]] = record_id
+            for placeholder in plan.depends_on:
+                if placeholder in created:
+                    plan.extra_records[placeholder.split(":")[1]] = created[placeholder]
             ready.append(plan)
         obj = self.sf.voice.aircall_voice_object
         link = self._link_field()

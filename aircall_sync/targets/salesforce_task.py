@@ -19,6 +19,8 @@ Conventions (the rules are silent on them; see ``build_task``):
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -531,8 +533,9 @@ def build_task(call: Call, assessment: Assessment, ctx: TaskContext, settings: S
     # Which setting turns each custom field off, to name it in a warning.
     custom_key_of: dict[str, str] = {}
     values = custom_fields(call, assessment, settings)
+    taken = {name.lower(): name for name in fields}
     for key, api_name in task.fields.enabled().items():
-        clash = next((name for name in (*fields, *custom_key_of) if name.lower() == api_name.lower()), None)
+        clash = taken.get(api_name.lower())
         if clash is not None:
             # Custom fields never overwrite what the rules set, nor each other.
             warnings.append(
@@ -541,12 +544,13 @@ def build_task(call: Call, assessment: Assessment, ctx: TaskContext, settings: S
             )
             continue
         custom_key_of[api_name] = key
+        taken[api_name.lower()] = api_name
         if key in values:
             fields[api_name] = values[key]
 
     if ctx.task_fields is not None:
         # API names are case-insensitive; send them as the org spells them.
-        org_names = {name.lower(): name for name in ctx.task_fields}
+        org_names = _org_names(ctx.task_fields)
         checked = [*fields, *(name for name in custom_key_of if name not in fields)]
         kept: dict[str, Any] = {}
         for name in checked:
@@ -562,6 +566,12 @@ def build_task(call: Call, assessment: Assessment, ctx: TaskContext, settings: S
         warnings=tuple(warnings),
         reassign=reassignment(ctx.match, chosen, ctx.integration_user_id, sf.matching.reassign_integration_owned),
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _org_names(task_fields: frozenset[str]) -> dict[str, str]:
+    # The org's describe is the same for every call of a run: build the map once.
+    return {name.lower(): name for name in task_fields}
 
 
 def update_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
