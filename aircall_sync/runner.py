@@ -34,7 +34,7 @@ from aircall_sync.state import State
 log = logging.getLogger("aircall_sync")
 
 CHUNK = 2000  # calls planned together: bounds memory, batches lookups and writes
-WINDOW = timedelta(days=7)  # backfill checkpoint granularity
+WINDOW = timedelta(days=31)  # backfill checkpoint granularity: a resume re-reads at most this much
 
 
 @dataclass
@@ -267,7 +267,7 @@ class Prefetch:
 
     _DONE = object()
 
-    def __init__(self, source: Iterable, depth: int = CHUNK):
+    def __init__(self, source: Iterable, depth: int = 500):
         import queue
         import threading
 
