@@ -103,7 +103,8 @@ def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = kwargs.get("ctx")
-        options = ctx.find_root().obj if isinstance(ctx, typer.Context) else None
+        # Typer 0.29 hands its vendored click Context, not typer.Context: duck-typed.
+        options = ctx.find_root().obj if hasattr(ctx, "find_root") else None
         verbose = bool(options and options.verbose)
         try:
             return fn(*args, **kwargs)

@@ -1223,6 +1223,9 @@ def load_settings(
         raise SettingsError([f"{where}: not UTF-8 text (byte {exc.start})"], where) from None
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        # tomllib recurses per nesting level: a pathological file is still the user's input.
+        raise SettingsError([f"{where}: TOML syntax error: arrays or tables nested too deeply"], where) from None
     except tomllib.TOMLDecodeError as exc:
         # tomllib names no key, only a position; its messages never quote values.
         match = _TOML_POSITION_RE.match(str(exc))

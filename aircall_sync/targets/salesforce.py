@@ -46,6 +46,13 @@ URL_BUDGET = 2000  # Salesforce's recommended URI length (§9)
 TIMEOUT = (15, 300)  # connect, read: a 200-record save can take a while
 
 RETRIABLE_RECORD_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW"})
+#: A create whose answer was lost: it may or may not have been committed. Never
+#: re-sent as is; the caller looks the records up by their key first (DESIGN §6).
+UNCERTAIN = "UNCERTAIN"
+
+
+class UncertainWriteError(ServiceError):
+    """The connection failed after a create was sent: Salesforce may have committed it."""
 
 
 class SalesforceApiError(ServiceError):
@@ -176,11 +183,24 @@ class SalesforceOrg:
                 "client_secret": s.consumer_secret.reveal(),
             }
         url = f"{self.instance_url}/services/oauth2/token"
-        try:
-            response = self.http.post(url, data=form, auth=auth, timeout=TIMEOUT, verify=self.verify)
-        except requests.RequestException as exc:
-            raise ServiceError(f"Salesforce could not be reached at {self.instance_url} ({type(exc).__name__})") from None
-        self.stats.count("auth")
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.count("auth")
+            try:
+                response = self.http.post(url, data=form, auth=auth, timeout=TIMEOUT, verify=self.verify)
+            except requests.RequestException as exc:
+                if attempt >= self.retry.max_attempts:
+                    raise ServiceError(
+                        f"Salesforce could not be reached at {self.instance_url} ({type(exc).__name__})") from None
+                self.stats.transport_errors += 1
+                self._pause(self.retry.backoff(attempt))
+                continue
+            if (response.status_code >= 500 or response.status_code == 429) and attempt < self.retry.max_attempts:
+                self.stats.server_errors += 1
+                self._pause(self.retry.backoff(attempt))
+                continue
+            break
         if response.status_code != 200:
             try:
                 body = response.json()
@@ -244,7 +264,8 @@ class SalesforceOrg:
         assert self.sf is not None, "connect() first"
         return self._send(method, self.sf.base_url + path.lstrip("/"), kind=kind, **kwargs)
 
-    def _send(self, method: str, url: str, *, kind: str, raw: bool = False, **kwargs) -> Any:
+    def _send(self, method: str, url: str, *, kind: str, raw: bool = False, resend: bool = True, **kwargs) -> Any:
+        """``resend=False``: a connection lost after sending raises UncertainWriteError instead of a retry."""
         failures = 0
         reauthenticated = False
         while True:
@@ -259,6 +280,10 @@ class SalesforceOrg:
             except (requests.ConnectionError, requests.Timeout) as exc:
                 failures += 1
                 self.stats.transport_errors += 1
+                if not resend and not isinstance(exc, requests.exceptions.ConnectTimeout):
+                    raise UncertainWriteError(
+                        f"the connection to Salesforce failed during {method} {_short(url)}; the write may have "
+                        "been committed") from None
                 if failures >= self.retry.max_attempts:
                     raise ServiceError(
                         f"Salesforce did not answer after {failures} attempts ({type(exc).__name__}); "
@@ -400,8 +425,14 @@ class SalesforceOrg:
         while pending:
             attempt += 1
             for chunk in _chunks(pending, COLLECTION_SIZE):
-                body = self.request(method, "composite/sobjects", kind=kind,
-                                    json={"allOrNone": False, "records": [records[i] for i in chunk]})
+                try:
+                    # Updates are idempotent; creates are not, so a lost answer is not re-sent blindly.
+                    body = self.request(method, "composite/sobjects", kind=kind, resend=method != "POST",
+                                        json={"allOrNone": False, "records": [records[i] for i in chunk]})
+                except UncertainWriteError as exc:
+                    for i in chunk:
+                        results[i] = SaveResult(None, False, (RecordError(UNCERTAIN, str(exc)),))
+                    continue
                 for i, raw in zip(chunk, body or [], strict=False):
                     results[i] = SaveResult.parse(raw)
             # Lock contention clears by itself: retry those records only (§4).
@@ -474,7 +505,9 @@ def _csv(columns: list[str], records: Sequence[Mapping[str, Any]]) -> str:
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(columns)
     for record in records:
-        writer.writerow([_csv_value(record.get(c)) for c in columns])
+        # A column this row lacks is left empty (unset: the default on insert, untouched on
+        # update); only an explicit None clears a field.
+        writer.writerow([_csv_value(record[c]) if c in record else "" for c in columns])
     return out.getvalue()
 
 

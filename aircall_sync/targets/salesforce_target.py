@@ -27,7 +27,13 @@ from aircall_sync.errors import OrgMismatchError
 from aircall_sync.plan import Action, Change, Outcome, diff
 from aircall_sync.rules import Assessment, ExternalNumber
 from aircall_sync.targets import salesforce_match as matching
-from aircall_sync.targets.salesforce import SalesforceOrg, SaveResult, soql_in
+from aircall_sync.targets.salesforce import (
+    RETRIABLE_RECORD_ERRORS,
+    UNCERTAIN,
+    SalesforceOrg,
+    SaveResult,
+    soql_in,
+)
 from aircall_sync.targets.salesforce_task import (
     CREATE_ONLY_FIELDS,
     Match,
@@ -35,6 +41,7 @@ from aircall_sync.targets.salesforce_task import (
     TaskContext,
     build_task,
     owner,
+    reassignment,
     subject,
 )
 
@@ -126,6 +133,7 @@ class SalesforceTaskTarget:
         self._users: dict[str, SfUser | None] = {}
         self._links: dict[str, str | None] = {}
         self._warned: set[str] = set()
+        self._planned: dict[str, Any] = {}  # placeholders planned this run (dry runs span batches)
 
     # ------------------------------------------------------------ setup
 
@@ -170,9 +178,41 @@ class SalesforceTaskTarget:
         contacts = {m.id for p in todo if (m := self._match_for(p.assessment)) and m.object == "Contact"}
         self._load_links(contacts)
 
+        self._settle_owners(todo, batch)
         for plan in todo:
             self._plan_call(plan, batch, existing.get(plan.assessment.call.id))
         return batch
+
+    def _settle_owners(self, todo: list[CallPlan], batch: Batch) -> None:
+        """R-SF-OWNER moves of this batch, decided before any record is built.
+
+        Every call of the batch then sees the record's owner after the batch: a run
+        killed and started again builds exactly what one clean run builds, whatever
+        the point where it was killed.
+        """
+        users = {k: v for k, v in self._users.items() if v is not None}
+        integration = self.org.user_id or ""
+        for plan in todo:
+            a = plan.assessment
+            match = self._match_for(a)
+            if match is None and a.external is not None:
+                match = self._plan_new_record(a, batch)
+            if match is None:
+                continue
+            chosen = owner(a.call, match, users, integration, self.sf.matching.fallback_owner_id)
+            move = reassignment(match, chosen, integration, self.sf.matching.reassign_integration_owned)
+            if move is None:
+                continue
+            record_id, owner_id = move
+            if record_id.startswith(NEW):
+                batch.new_records[record_id].fields.setdefault("OwnerId", owner_id)
+            elif record_id not in batch.reassignments:
+                batch.reassignments[record_id] = Change(
+                    a.call.id, TARGET, match.object if match.object != "PersonAccount" else "Account", Action.UPDATE,
+                    fields={"OwnerId": owner_id}, diff={"OwnerId": (match.owner_id, owner_id)}, record_id=record_id,
+                    note="R-SF-OWNER: the record was owned by the integration user; moved to the answering user",
+                )
+            self._set_owner(a, batch, match, owner_id)
 
     def _match_for(self, a: Assessment) -> Match | None:
         return self._matches.get(a.external.e164) if a.external else None
@@ -268,6 +308,10 @@ class SalesforceTaskTarget:
         placeholder = f"{NEW}{spec.sobject}:{number.e164}"
         if placeholder in batch.new_matches:
             return batch.new_matches[placeholder]
+        if placeholder in self._planned:
+            # Planned by an earlier batch of this dry run: the preview shows one record, not two.
+            batch.new_matches[placeholder] = self._planned[placeholder]
+            return self._planned[placeholder]
         if placeholder not in batch.new_records:
             batch.new_records[placeholder] = Change(
                 a.call.id, TARGET, spec.sobject, Action.CREATE, fields=spec.fields, record_id=None,
@@ -278,11 +322,12 @@ class SalesforceTaskTarget:
             p for p in (spec.fields.get("FirstName"), spec.fields.get("LastName")) if p)
         match = Match(spec.sobject, placeholder, name or None, self.org.user_id, created=True)
         batch.new_matches[placeholder] = match
+        self._planned[placeholder] = match
         return match
 
     def _plan_case(self, a: Assessment, match: Match, batch: Batch) -> str:
         placeholder = f"{NEW}Case:{match.id}"
-        if placeholder not in batch.new_records:
+        if placeholder not in batch.new_records and placeholder not in self._planned:
             fields = {"Origin": "Phone", "ContactId": match.id,
                       "Subject": subject(a.call, a, match, self.sf.task.subjects)}
             if match.account_id:
@@ -467,20 +512,85 @@ class SalesforceTaskTarget:
             # Leads/Contacts/Accounts before the Cases that may name them.
             order = sorted(batch.new_records.items(), key=lambda kv: kv[1].object == "Case")
             records = [{"attributes": {"type": c.object}, **c.fields} for _, c in order]
-            for (placeholder, change), result in zip(order, self.org.create(records), strict=True):
+            for (placeholder, change), result in zip(order, self._create_new(order, records), strict=True):
                 if result.success:
                     created[placeholder] = result.id
                     change.record_id = result.id
+                    self._remember_created(placeholder, change, result.id)
                 else:
+                    self._planned.pop(placeholder, None)  # a later batch tries again
                     failed[placeholder] = _error(result, f"{change.object} for the call could not be created")
         return created, failed
+
+    def _remember_created(self, placeholder: str, change: Change, record_id: str) -> None:
+        """R-SF-MATCH-5: the rest of the run reuses what this batch created (never a second Lead or Case)."""
+        _, sobject, key = placeholder.split(":", 2)
+        self._planned.pop(placeholder, None)
+        if sobject == "Case":
+            self._links[key] = record_id
+            return
+        fields = change.fields
+        name = fields.get("Name") or " ".join(p for p in (fields.get("FirstName"), fields.get("LastName")) if p)
+        self._matches[key] = Match(sobject, record_id, name or None, fields.get("OwnerId") or self.org.user_id)
+
+    def _create_new(self, order: list[tuple[str, Change]], records: list[dict]) -> list[SaveResult]:
+        """Create the new records; those whose answer was lost are found again by their E.164 phone."""
+        def find(indexes: list[int]) -> dict[int, str]:
+            by_type: dict[str, dict[str, int]] = {}
+            for i in indexes:
+                placeholder, change = order[i]
+                if change.object != "Case":
+                    by_type.setdefault(change.object, {})[change.fields.get("Phone")] = i
+            found: dict[int, str] = {}
+            for sobject, phones in by_type.items():
+                soql = f"SELECT Id, Phone FROM {sobject} WHERE Phone IN {soql_in([p for p in phones if p])}"
+                for row in self.org.query(soql):
+                    if row.get("Phone") in phones:
+                        found.setdefault(phones[row["Phone"]], row["Id"])
+            return found
+
+        return self._create_reconciled(records, find)
+
+    def _create_reconciled(self, rows: list[dict], find) -> list[SaveResult]:
+        """Create; rows whose outcome is unknown (a lost answer, DESIGN §6) are looked up before any re-send."""
+        results = self.org.create(rows)
+        uncertain = [i for i, r in enumerate(results) if r.error is not None and r.error.code == UNCERTAIN]
+        if uncertain:
+            found = find(uncertain)
+            for i, record_id in found.items():
+                results[i] = SaveResult(record_id, True, (), True)
+            again = [i for i in uncertain if i not in found]
+            if again:
+                for i, result in zip(again, self.org.create([rows[i] for i in again]), strict=True):
+                    results[i] = result
+        return results
 
     def _write_tasks(self, method: str, rows: list[dict]) -> list[SaveResult]:
         if len(rows) >= self.sf.bulk_threshold:
             if method == "insert":
-                return self.org.bulk("Task", "insert", [_flat(r) for r in rows], key="CallObject")
-            return self.org.bulk("Task", "update", [{"Id": r["id"], **_flat(r)} for r in rows], key="Id")
-        return self.org.create(rows) if method == "insert" else self.org.update(rows)
+                results = self.org.bulk("Task", "insert", [_flat(r) for r in rows], key="CallObject")
+            else:
+                results = self.org.bulk("Task", "update", [{"Id": r["id"], **_flat(r)} for r in rows], key="Id")
+            # Bulk does not retry row locks itself (DESIGN §5): those rows go again, through Collections.
+            locked = [i for i, r in enumerate(results) if r.error is not None and r.error.code in
+                      RETRIABLE_RECORD_ERRORS | {"UNPROCESSED"}]
+            if locked:
+                again = self._write_tasks_small(method, [rows[i] for i in locked])
+                for i, result in zip(locked, again, strict=True):
+                    results[i] = result
+            return results
+        return self._write_tasks_small(method, rows)
+
+    def _write_tasks_small(self, method: str, rows: list[dict]) -> list[SaveResult]:
+        if method != "insert":
+            return self.org.update(rows)
+
+        def find(indexes: list[int]) -> dict[int, str]:
+            wanted = {str(rows[i].get("CallObject")): i for i in indexes}
+            found = self.org.query(f"SELECT Id, CallObject FROM Task WHERE CallObject IN {soql_in(list(wanted))}")
+            return {wanted[row["CallObject"]]: row["Id"] for row in found if row.get("CallObject") in wanted}
+
+        return self._create_reconciled(rows, find)
 
     # ------------------------------------------------------------ state
 
@@ -735,7 +845,10 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
                             c.fields.setdefault(link, p.extra_records[obj])
                 rows = [{"attributes": {"type": object_name}, **({"id": c.record_id} if c.record_id else {}),
                          **c.fields} for _, c in todo]
-                results = self.org.create(rows) if method is Action.CREATE else self.org.update(rows)
+                if method is Action.CREATE:
+                    results = self._create_reconciled(rows, self._voice_finder(object_name, rows))
+                else:
+                    results = self.org.update(rows)
                 for (p, c), result in zip(todo, results, strict=True):
                     if result.success:
                         c.record_id = result.id or c.record_id
@@ -754,6 +867,17 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
         outcomes.sort(key=lambda o: order[o.call_id])
         return outcomes
+
+    def _voice_finder(self, object_name: str, rows: list[dict]):
+        """Look up, by their keys, voice records whose create answer was lost (DESIGN §6)."""
+        key = "VendorCallKey" if object_name == "VoiceCall" else self._key_field()
+
+        def find(indexes: list[int]) -> dict[int, str]:
+            wanted = {str(rows[i].get(key)): i for i in indexes}
+            soql = f"SELECT Id, {key} FROM {object_name} WHERE {key} IN {soql_in(list(wanted))}"
+            return {wanted[str(row[key])]: row["Id"] for row in self.org.query(soql) if str(row.get(key)) in wanted}
+
+        return find
 
     def record(self, outcomes: Iterable[Outcome], run_id: int | None) -> None:
         written = []

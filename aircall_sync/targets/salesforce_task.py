@@ -251,7 +251,9 @@ def _disposition_fixed(call: Call) -> list[str]:
         e164.lstrip("+") if e164 else "",
     ]
     if call.missed_call_reason:
-        fixed.append(call.missed_call_reason)
+        # The six documented reasons are short; an unknown, long one must not push the
+        # fixed part past 255 on its own (the call would fail with STRING_TOO_LONG).
+        fixed.append(call.missed_call_reason[:64])
     return fixed
 
 
