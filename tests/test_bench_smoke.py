@@ -1,0 +1,40 @@
+"""CI smoke run of the benchmark (DESIGN §9): ``bench/run.py --smoke`` runs and prints its table.
+
+It checks that the script works end to end (sandbox in its own process, the tool
+in another, counters read back), never how fast the tool is.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBER = re.compile(r"^[\d,]+(\.\d+)?$")
+
+
+def test_bench_smoke_prints_a_row_with_throughput_and_request_budgets(tmp_path):
+    results = tmp_path / "results.md"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--smoke", "--results", str(results)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    lines = done.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("profile"))
+    columns = re.split(r"\s{2,}", lines[head].strip())
+    for name in ("calls/s", "Aircall req/1k", "Salesforce req/1k", "wall s", "peak RSS MiB"):
+        assert name in columns, columns
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[head + 2:] if line.startswith("raw ")]
+    row = dict(zip(columns, next(r for r in rows if r[1] == "task")))
+    assert row["calls"] == "500" and row["result"] == "ok", row
+    for name in ("calls/s", "Aircall req/1k", "Salesforce req/1k", "peak RSS MiB"):
+        assert NUMBER.match(row[name]) and float(row[name].replace(",", "")) > 0, (name, row)
+
+    # --results got the same table under a header naming the machine and the commit.
+    text = results.read_text(encoding="utf-8")
+    assert "## " in text and "cores" in text and "commit" in text
+    assert lines[head] in text
