@@ -327,3 +327,25 @@ def test_check_finds_the_inbox_or_says_how_to_fix_it(tmp_path):
         assert "wrong-front-token" not in refused.output
     finally:
         box.stop()
+
+
+def test_both_targets_in_one_run_record_each_outcome_separately(tmp_path):
+    """Issue #4: a call logged to Salesforce and Front has one report line per target."""
+    options = SandboxOptions(calls=120, seed=12, days=5, end=END)
+    box = Sandbox(options).start()
+    try:
+        settings = box.settings(tmp_path / "state.sqlite3", targets=("salesforce", "front"))
+        settings["aircall"]["requests_per_minute"] = 60000
+        settings["front"]["requests_per_minute"] = 60000
+        config = write_settings(tmp_path / "settings.toml", settings)
+        report = tmp_path / "r.jsonl"
+        backfill(config, "--report", str(report))
+        lines = [json.loads(line) for line in report.read_text().splitlines()]
+        per_call = Counter(line["call_id"] for line in lines)
+        assert set(per_call.values()) == {2}
+        assert {line["target"] for line in lines} == {"salesforce", "front"}
+        assert len(box.sf_store.records("Task")) == len(per_call)
+        status = run(config, "status")
+        assert "Failed records: none." in status.stdout
+    finally:
+        box.stop()
