@@ -12,8 +12,9 @@ on every API, overlapping cron runs, a stale lock, state files old and broken.
 Full set (``pytest --reliability``): 15 kill points and a chain of kills on 2,400
 calls (4 windows), Collections and Bulk.
 
-Known bugs are pinned with ``xfail(strict=True)``: each reason names the bug; the
-mark goes when the bug is fixed (a strict xfail that passes fails the suite).
+The bugs these tests found (duplicate Leads across batches, a lost create answer
+re-sent, owners depending on the kill point, Bulk nulls and locks, the token
+endpoint not retried) are fixed; the tests stay as their proof.
 """
 
 from __future__ import annotations
@@ -66,28 +67,6 @@ CLIENT_CREDENTIALS = {"auth": "client_credentials", "access_token": "", "consume
                       "consumer_secret": "sandbox-consumer-secret"}
 #: Small data for tests that pin one behaviour (one window, ~130 settled calls).
 SMALL = data_set(150, 0.8)
-
-# ---------------------------------------------------------------- known bugs (reported to the maintainer)
-
-BUG_BULK_NA = ("bug F: SalesforceOrg.bulk writes '#N/A' (set to null) in every column a row lacks, so a Bulk "
-               "update clears the fields it did not mean to touch (another call's changed field)")
-BUG_DUP_LEADS = ("bug A: a number unknown in one chunk/window gets a second Lead in the next one of the same "
-                 "run (R-SF-MATCH-5): _resolve caches None and created Leads never reach self._matches")
-BUG_RESUME_OWNERS = (
-    "bug A + bug C: a resumed run links calls to the Leads the killed run created, where the clean run "
-    "made duplicates (A); and R-SF-OWNER rule 2 gives the calls planned before a record's owner moves in "
-    "the same batch the old owner (the integration user), those after it the new one (C), while a resumed "
-    "run gives all of them the record's final owner: Task OwnerId (and Lead owners) differ from a clean run")
-BUG_LOST_RESPONSE = ("bug H: a Collections create whose response is lost (connection dropped after Salesforce "
-                     "committed it) is re-sent as is by SalesforceOrg._send: duplicate Tasks/Leads, exit 0")
-BUG_TOKEN_RETRY = ("bug G: the OAuth token endpoint is not retried: one 503 or dropped connection while "
-                   "signing in again ends the run (exit 5 'refused the credentials', or exit 1)")
-BUG_BULK_LOCKS = ("bug D: UNABLE_TO_LOCK_ROW on Bulk rows is not retried (DESIGN §5 says it is): the calls fail, "
-                  "exit 3")
-BUG_BULK_INSERT_NULLS = ("bug E: a Bulk insert sends '#N/A' for fields the Task leaves out, so they are null "
-                         "instead of their default: aircall__Has_connected__c is null via Bulk, false via "
-                         "Collections")
-
 
 # ---------------------------------------------------------------- the harness
 
@@ -288,17 +267,8 @@ def check_same_state(s: Scenario) -> None:
     assert not problems, "\n".join(problems)
 
 
-#: Kill points whose resumed run ends in another CRM state than a clean run (Task owners), today.
-#: (Those killed before any write, or so late that only the last window is read again, end alike.)
-SAME_STATE_BUGS = {"tasks-written", "bulk-processed",  # fast set
-                   "fetch-late", "search-mid", "composite-late", "leads-created", "owners-moved", "tasks-1",
-                   "writes-mid", "request-two-thirds", "bulk-job-open", "bulk-uploaded", "bulk-processed-mid",
-                   "bulk-results"}
-
-
-def _ids(points, xfail: set[str] = frozenset(), reason: str = ""):
-    return [pytest.param(p, id=p.id, marks=[pytest.mark.xfail(strict=True, reason=reason)] if p.id in xfail else [])
-            for p in points]
+def _ids(points):
+    return [pytest.param(p, id=p.id) for p in points]
 
 
 @pytest.mark.parametrize("point", _ids(FAST_POINTS))
