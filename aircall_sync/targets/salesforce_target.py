@@ -465,20 +465,10 @@ class SalesforceTaskTarget:
         creates: list[CallPlan] = []
         updates: list[CallPlan] = []
         for plan in batch.calls:
-            if plan.task is None:
-                outcomes.append(plan.outcome)
+            blocked = self._point_at_created(plan, created, failed)
+            if blocked is not None:
+                outcomes.append(blocked)
                 continue
-            broken = [failed[p] for p in plan.depends_on if p in failed]
-            if broken:
-                outcomes.append(Outcome(plan.assessment.call.id, TARGET, "failed", error=broken[0],
-                                        fingerprint=plan.fingerprint))
-                continue
-            for name, value in list(plan.task.fields.items()):
-                if isinstance(value, str) and value in created:
-                    plan.task.fields[name] = created[value]
-            for placeholder in plan.depends_on:
-                if placeholder in created:
-                    plan.extra_records[placeholder.split(":")[1]] = created[placeholder]
             (creates if plan.task.action is Action.CREATE else updates).append(plan)
 
         for plans, method in ((creates, "insert"), (updates, "update")):
@@ -503,6 +493,24 @@ class SalesforceTaskTarget:
         order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
         outcomes.sort(key=lambda o: order[o.call_id])
         return outcomes
+
+    @staticmethod
+    def _point_at_created(plan: CallPlan, created: dict[str, str], failed: dict[str, dict]) -> Outcome | None:
+        """Replace a call's placeholders by the ids just created; its outcome when it has nothing to write
+        or a record it points at could not be created."""
+        if plan.task is None:
+            return plan.outcome
+        broken = [failed[p] for p in plan.depends_on if p in failed]
+        if broken:
+            return Outcome(plan.assessment.call.id, TARGET, "failed", error=broken[0], fingerprint=plan.fingerprint)
+        for change in plan.writes or [plan.task]:
+            for name, value in list(change.fields.items()):
+                if isinstance(value, str) and value in created:
+                    change.fields[name] = created[value]
+        for placeholder in plan.depends_on:
+            if placeholder in created:
+                plan.extra_records[placeholder.split(":")[1]] = created[placeholder]
+        return None
 
     def _create_new_records(self, batch: Batch) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
         """Create the records calls will point at (placeholder -> id), and say which failed."""
@@ -813,21 +821,10 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         outcomes: list[Outcome] = []
         ready: list[CallPlan] = []
         for plan in batch.calls:
-            if plan.task is None:
-                outcomes.append(plan.outcome)
+            blocked = self._point_at_created(plan, created, failed)
+            if blocked is not None:
+                outcomes.append(blocked)
                 continue
-            broken = [failed[p] for p in plan.depends_on if p in failed]
-            if broken:
-                outcomes.append(Outcome(plan.assessment.call.id, TARGET, "failed", error=broken[0],
-                                        fingerprint=plan.fingerprint))
-                continue
-            for change in plan.writes:
-                for name, value in list(change.fields.items()):
-                    if isinstance(value, str) and value in created:
-                        change.fields[name] = created[value]
-            for placeholder in plan.depends_on:
-                if placeholder in created:
-                    plan.extra_records[placeholder.split(":")[1]] = created[placeholder]
             ready.append(plan)
         obj = self.sf.voice.aircall_voice_object
         link = self._link_field()
