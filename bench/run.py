@@ -72,6 +72,7 @@ import math
 import multiprocessing
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -243,15 +244,20 @@ def _counts(box: Any, before: dict[str, int]) -> dict:
             "endpoints": endpoints, "cpu": _cpu_seconds()}
 
 
+_PREFIXED_ID = re.compile(r"[a-z]{2,4}_[0-9a-z]+")  # Front ids: cnv_yo1kg5q, crd_…, msg_…
+
+
 def _endpoint(method: str, path: str) -> str:
     """``POST /inboxes/{id}/imported_messages``: a request's kind, with ids and numbers folded."""
     parts = []
     for segment in path.split("/"):
         if not segment:
             continue
-        # Words stay ("v63.0", "oauth2"); anything else with a digit in it is an id or a number.
+        # Words stay ("v63.0", "oauth2"); ids ("cnv_yo1kg5q", "00T5e00000AbCdE") and numbers are folded.
         word = segment.rstrip("0123456789.").isalpha() and segment[:1].isalpha() and len(segment) <= 12
-        parts.append(segment if word or not any(ch.isdigit() for ch in segment) else "{id}")
+        prefixed_id = _PREFIXED_ID.fullmatch(segment) is not None
+        has_digit = any(ch.isdigit() for ch in segment)
+        parts.append("{id}" if prefixed_id or (has_digit and not word) else segment)
     return f"{method} /" + "/".join(parts)
 
 
