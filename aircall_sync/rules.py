@@ -145,14 +145,19 @@ def country_name(parsed: phonenumbers.PhoneNumber) -> str:
 
 @functools.cache
 def _locale_names() -> dict | None:
+    import importlib.util
     from pathlib import Path
 
     path = Path(phonenumbers.__file__).with_name("geodata") / "locale.py"
     try:
-        source = path.read_text(encoding="utf-8").replace("from ..util import u", "")
-        namespace: dict = {"u": phonenumbers.util.u}
-        exec(compile(source, str(path), "exec"), namespace)  # a generated dict literal of the dependency
-        return namespace["LOCALE_DATA"]
+        # Loaded as a module of its own: Python uses the installed bytecode (compiling
+        # the 600 KB source would itself cost ~75 MB), and the heavy geodata package
+        # (its __init__) is not imported; the module's relative import only needs
+        # phonenumbers.util.
+        spec = importlib.util.spec_from_file_location("phonenumbers.geodata.locale", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.LOCALE_DATA
     except Exception:  # noqa: BLE001 - any surprise: fall back to the geocoder
         return None
 

@@ -748,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - began
     log(f"benchmark finished in {elapsed:.0f}s")
     ran = (f"The whole run took {elapsed / 60:.1f} min (sandboxes included); "
-           + ("one row at a time" if args.sequential else "real rows ran alongside the raw rows")
+           + ("one row at a time" if args.sequential or not background
+              else "the real rows ran alongside the raw rows, which ran one at a time")
            + f"; {load_before} at the start, {_load()} at the end.")
 
     target = None if args.no_results else (args.results or (None if args.smoke else RESULTS))
