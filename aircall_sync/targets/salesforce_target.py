@@ -120,6 +120,7 @@ def _person(user) -> list | None:
 
 class SalesforceTaskTarget:
     name = TARGET
+    primary = "Task"  # the record whose id says a call is written
 
     def __init__(self, settings, org: SalesforceOrg, state):
         self.settings = settings
@@ -559,6 +560,15 @@ class SalesforceTaskTarget:
 
         return self._create_reconciled(records, find)
 
+    def _finder(self, object_name: str, key: str, rows: list[dict]):
+        """Look up, by their key field, rows whose create answer was lost (DESIGN §6)."""
+        def find(indexes: list[int]) -> dict[int, str]:
+            wanted = {str(rows[i].get(key)): i for i in indexes}
+            soql = f"SELECT Id, {key} FROM {object_name} WHERE {key} IN {soql_in(list(wanted))}"
+            return {wanted[str(row[key])]: row["Id"] for row in self.org.query(soql) if str(row.get(key)) in wanted}
+
+        return find
+
     def _create_reconciled(self, rows: list[dict], find) -> list[SaveResult]:
         """Create; rows whose outcome is unknown (a lost answer, DESIGN §6) are looked up before any re-send."""
         results = self.org.create(rows)
@@ -593,12 +603,7 @@ class SalesforceTaskTarget:
         if method != "insert":
             return self.org.update(rows)
 
-        def find(indexes: list[int]) -> dict[int, str]:
-            wanted = {str(rows[i].get("CallObject")): i for i in indexes}
-            found = self.org.query(f"SELECT Id, CallObject FROM Task WHERE CallObject IN {soql_in(list(wanted))}")
-            return {wanted[row["CallObject"]]: row["Id"] for row in found if row.get("CallObject") in wanted}
-
-        return self._create_reconciled(rows, find)
+        return self._create_reconciled(rows, self._finder("Task", "CallObject", rows))
 
     # ------------------------------------------------------------ state
 
@@ -606,11 +611,11 @@ class SalesforceTaskTarget:
         """Write the outcomes to state; the caller holds the transaction."""
         written = []
         for o in outcomes:
-            if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records.get("Task"):
+            if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records.get(self.primary):
                 written.append((o.call_id, TARGET, {k: v for k, v in o.records.items() if v}, o.fingerprint))
                 self.state.clear_failure(o.call_id, TARGET)
             elif o.outcome == "failed" and o.error:
-                self.state.record_failure(o.call_id, TARGET, "Task", o.error["code"], o.error["message"], run_id)
+                self.state.record_failure(o.call_id, TARGET, self.primary, o.error["code"], o.error["message"], run_id)
         if written:
             self.state.mark_written(written)
 
@@ -695,6 +700,8 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
     records, then the VoiceCalls that point at them), so a batch of 200 calls
     costs two requests, not one per call.
     """
+
+    primary = "VoiceCall"
 
     def start(self) -> None:
         from aircall_sync.targets.salesforce_voice import VoiceContext
@@ -843,7 +850,9 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
                 rows = [{"attributes": {"type": object_name}, **({"id": c.record_id} if c.record_id else {}),
                          **c.fields} for _, c in todo]
                 if method is Action.CREATE:
-                    results = self._create_reconciled(rows, self._voice_finder(object_name, rows))
+                    results = self._create_reconciled(
+                        rows, self._finder(object_name, "VendorCallKey" if object_name == "VoiceCall"
+                                           else self._key_field(), rows))
                 else:
                     results = self.org.update(rows)
                 for (p, c), result in zip(todo, results, strict=True):
@@ -864,28 +873,6 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
         outcomes.sort(key=lambda o: order[o.call_id])
         return outcomes
-
-    def _voice_finder(self, object_name: str, rows: list[dict]):
-        """Look up, by their keys, voice records whose create answer was lost (DESIGN §6)."""
-        key = "VendorCallKey" if object_name == "VoiceCall" else self._key_field()
-
-        def find(indexes: list[int]) -> dict[int, str]:
-            wanted = {str(rows[i].get(key)): i for i in indexes}
-            soql = f"SELECT Id, {key} FROM {object_name} WHERE {key} IN {soql_in(list(wanted))}"
-            return {wanted[str(row[key])]: row["Id"] for row in self.org.query(soql) if str(row.get(key)) in wanted}
-
-        return find
-
-    def record(self, outcomes: Iterable[Outcome], run_id: int | None) -> None:
-        written = []
-        for o in outcomes:
-            if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records.get("VoiceCall"):
-                written.append((o.call_id, TARGET, {k: v for k, v in o.records.items() if v}, o.fingerprint))
-                self.state.clear_failure(o.call_id, TARGET)
-            elif o.outcome == "failed" and o.error:
-                self.state.record_failure(o.call_id, TARGET, "VoiceCall", o.error["code"], o.error["message"], run_id)
-        if written:
-            self.state.mark_written(written)
 
 
 def check_voice(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
