@@ -91,6 +91,10 @@ def external_number(call: Call) -> ExternalNumber | None:
     raw = (call.raw_digits or "").strip()
     if not raw or raw.lower() == "anonymous":
         return None
+    if raw.startswith("+"):
+        # An international number ignores the default region: the same caller on lines of
+        # different countries is then parsed once, not once per line.
+        return _external(raw, None)
     region = (call.number.country if call.number and call.number.country else None) or None
     return _external(raw, region.upper() if region else None)
 
@@ -340,11 +344,10 @@ def assess(call: Call, settings, now: datetime) -> Assessment:
     hours = sync.business_hours
     is_settled, why = settled(call, now, sync.lag)
     decisions = {}
-    for target in settings.enabled_targets():
-        flow = getattr(settings, target).call_flow
+    for target, call_flow in _call_flows(settings):
         decisions[target] = decide(
             call,
-            {kind.value: flow.for_kind(kind.value) for kind in Kind},
+            call_flow,
             log_calls=sync.log_calls,
             days=hours.days,
             start=hours.start,
@@ -362,4 +365,17 @@ def assess(call: Call, settings, now: datetime) -> Assessment:
         settled=is_settled,
         unsettled_reason=why,
         decisions=decisions,
+    )
+
+
+
+def _call_flows(settings) -> tuple[tuple[str, dict[str, str]], ...]:
+    """Each enabled target with its kind → flow table; built once per settings object, not per call."""
+    return settings.derived(_flow_tables)
+
+
+def _flow_tables(settings) -> tuple[tuple[str, dict[str, str]], ...]:
+    return tuple(
+        (target, {kind.value: getattr(settings, target).call_flow.for_kind(kind.value) for kind in Kind})
+        for target in settings.enabled_targets()
     )

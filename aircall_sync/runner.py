@@ -139,7 +139,7 @@ class Runner:
                 self.state.start_backfill(key, windows)
         for window in pending:
             lo, hi = (datetime.fromtimestamp(t, UTC) for t in window)
-            self._process(Prefetch(self.client.iter_calls(lo, hi, on_bad=self.summary.unreadable.append)),
+            self._process(self._prefetch(self.client.iter_calls(lo, hi, on_bad=self.summary.unreadable.append)),
                           checkpoint=None if self.dry_run else (key, window))
             if self._limit_reached():
                 break
@@ -158,7 +158,7 @@ class Runner:
         else:
             start = min(watermark - s.revisit, end)
         if start < end:
-            self._process(Prefetch(self.client.iter_calls(start, end, on_bad=self.summary.unreadable.append)))
+            self._process(self._prefetch(self.client.iter_calls(start, end, on_bad=self.summary.unreadable.append)))
         if not self.dry_run:
             self.state.set_watermark(end)
         self.summary.watermark = end
@@ -179,7 +179,7 @@ class Runner:
                 except CallParseError as exc:
                     self.summary.unreadable.append(BadCall(call_id, str(exc)))
 
-        self._process(calls(), only_changed=False)
+        self._process((self._assess(call) for call in calls()), only_changed=False)
         return self._finish()
 
     # ------------------------------------------------------------ the loop
@@ -187,13 +187,20 @@ class Runner:
     def _limit_reached(self) -> bool:
         return self.limit is not None and self.summary.calls >= self.limit
 
-    def _process(self, calls: Iterable[Call], checkpoint: tuple[str, tuple[int, int]] | None = None,
-                 only_changed: bool = True) -> None:
+    def _assess(self, call: Call) -> rules.Assessment:
+        return rules.assess(call, self.settings, self.now)
+
+    def _prefetch(self, calls: Iterable[Call]) -> Prefetch:
+        # One chunk ahead: the next chunk is read and assessed while this one is planned
+        # and written, so a chunk never waits for Aircall once the first has arrived.
+        return Prefetch(map(self._assess, calls), depth=CHUNK)
+
+    def _process(self, assessments: Iterable[rules.Assessment],
+                 checkpoint: tuple[str, tuple[int, int]] | None = None, only_changed: bool = True) -> None:
         chunk: list[rules.Assessment] = []
-        for call in calls:
+        for assessment in assessments:
             if self._limit_reached():
                 break
-            assessment = rules.assess(call, self.settings, self.now)
             if not assessment.settled:
                 self.summary.unsettled += 1
                 continue
@@ -257,12 +264,14 @@ class Runner:
 
 
 class Prefetch:
-    """Read calls from Aircall in a background thread while the previous batch is planned and written.
+    """Read (and assess) calls from Aircall in a background thread while the previous batch is planned and written.
 
     DESIGN §5: fetching and writing overlap. A thread (not asyncio) because both
-    HTTP stacks in use block, and they release the GIL while they wait. The queue
-    is bounded, so memory stays flat whatever the range: at most ``depth`` calls
-    wait. Errors from the reader surface in the consumer, where they are raised.
+    HTTP stacks in use block, and they release the GIL while they wait: the
+    thread's parsing and rule checks run while the main thread waits on
+    Salesforce or Front. The queue is bounded, so memory stays flat whatever
+    the range: at most ``depth`` calls wait. Errors from the reader surface in
+    the consumer, where they are raised.
     """
 
     _DONE = object()

@@ -145,15 +145,19 @@ def comment_body(comment: Comment) -> str:
 
 
 def fingerprint(call: Call, settings) -> str:
-    f = settings.front
     payload = [call.direction, call.status, call.answered_at and int(call.answered_at.timestamp()),
                call.ended_at and int(call.ended_at.timestamp()), call.raw_digits, call.asset,
                bool(call.recording), bool(call.voicemail), call.recording_short_url, call.voicemail_short_url,
                [(c.id, c.content) for c in call.comments],
                (rules.answered_by(call).email or "").lower() if rules.answered_by(call) else None,
-               repr((f.activities, f.subjects, f.call_flow, f.subject_locale, f.inbox, settings.salesforce.recording,
-                     settings.salesforce.voicemail, settings.sync.log_calls, settings.sync.business_hours))]
+               settings.derived(_shaping_settings)]
     return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()[:32]
+
+
+def _shaping_settings(settings) -> str:
+    f = settings.front
+    return repr((f.activities, f.subjects, f.call_flow, f.subject_locale, f.inbox, settings.salesforce.recording,
+                settings.salesforce.voicemail, settings.sync.log_calls, settings.sync.business_hours))
 
 
 # ---------------------------------------------------------------- the target

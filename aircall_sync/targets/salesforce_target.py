@@ -92,7 +92,6 @@ def fingerprint(call: Call, settings) -> str:
     Media URLs that are re-signed on every read (``recording``, ``voicemail``)
     count only by presence; ``asset`` and short URLs are stable.
     """
-    sf = settings.salesforce
     payload = {
         "call": [call.direction, call.status, _ts(call.started_at), _ts(call.answered_at), _ts(call.ended_at),
                  call.raw_digits, call.missed_call_reason, call.asset, bool(call.recording), bool(call.voicemail),
@@ -104,10 +103,15 @@ def fingerprint(call: Call, settings) -> str:
         if call.contact else None,
         "tags": [t.name for t in call.tags],
         "comments": [[c.content, _ts(c.posted_at), _person(c.posted_by)] for c in call.comments],
-        "settings": repr((sf.mode, sf.call_flow, sf.matching, sf.task, sf.recording, sf.voicemail,
-                          settings.sync.log_calls, settings.sync.business_hours, settings.sync.timezone)),
+        "settings": settings.derived(_shaping_settings),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _shaping_settings(settings) -> str:
+    sf = settings.salesforce
+    return repr((sf.mode, sf.call_flow, sf.matching, sf.task, sf.recording, sf.voicemail,
+                 settings.sync.log_calls, settings.sync.business_hours, settings.sync.timezone))
 
 
 def _ts(moment: datetime | None) -> int | None:
