@@ -53,6 +53,7 @@ the small :class:`DataSource` protocol.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,7 +147,13 @@ def normalize_id(value: str) -> str:
 
 
 def digits(value: object) -> str:
-    return "".join(c for c in str(value) if c.isdigit()) if value is not None else ""
+    return _digits_of(str(value)) if value is not None else ""
+
+
+@functools.lru_cache(maxsize=65536)
+def _digits_of(text: str) -> str:
+    # Searches compare the same phone values and terms again and again.
+    return "".join(c for c in text if c.isdigit())
 
 
 # --------------------------------------------------------------------------
@@ -1295,18 +1302,38 @@ def _text_match(term: str, value: str) -> bool:
     return t in words
 
 
-def _record_matches(tree: Any, phone_digits: list[str], texts: list[str]) -> bool:
+_Matcher = Callable[[list[str], list[str]], bool]
+
+
+def _is_exact_term(node: Any) -> bool:
+    return node[0] == "TERM" and "*" not in node[1] and "?" not in node[1]
+
+
+def _compile_terms(tree: Any) -> _Matcher:
+    """The search expression as one predicate on (phone digits, texts) of a record.
+
+    Built once per search: a long FIND (hundreds of OR'ed numbers) is tested
+    against every candidate record, and rebuilding each term's matcher per
+    record made searches linear in terms x records.
+    """
     kind = tree[0]
     if kind == "TERM":
-        m = _term_matcher(tree[1])
-        if any(m(d) for d in phone_digits):
-            return True
-        return any(_text_match(tree[1], t) for t in texts)
+        term = tree[1]
+        m = _term_matcher(term)
+        return lambda pd, tx: any(m(d) for d in pd) or any(_text_match(term, t) for t in tx)
     if kind == "NOT":
-        return not _record_matches(tree[1], phone_digits, texts)
+        inner = _compile_terms(tree[1])
+        return lambda pd, tx: not inner(pd, tx)
+    if kind == "OR" and all(_is_exact_term(x) for x in tree[1]):
+        # Exact phone terms match by digit equality, so an OR of them is a set lookup.
+        terms = [x[1] for x in tree[1]]
+        wanted = {d for d in map(digits, terms) if d}
+        return lambda pd, tx: (any(d in wanted for d in pd)
+                               or any(_text_match(term, t) for term in terms for t in tx))
+    parts = [_compile_terms(x) for x in tree[1]]
     if kind == "AND":
-        return all(_record_matches(x, phone_digits, texts) for x in tree[1])
-    return any(_record_matches(x, phone_digits, texts) for x in tree[1])
+        return lambda pd, tx: all(p(pd, tx) for p in parts)
+    return lambda pd, tx: any(p(pd, tx) for p in parts)
 
 
 def _exact_terms(tree: Any) -> list[str] | None:
@@ -1334,6 +1361,7 @@ def run_sosl(query: SoslQuery, source: DataSource, *, url_prefix: str) -> list[d
     returning = query.returning or tuple(Returning(o, (), None, (), None, "") for o in _DEFAULT_RETURNING)
     out: list[dict[str, Any]] = []
     exact = _exact_terms(tree) if query.scope == "PHONE" else None
+    matches = _compile_terms(tree)
     for ret in returning:
         obj = source.resolve_object(ret.sobject)
         if obj is None:
@@ -1367,7 +1395,7 @@ def run_sosl(query: SoslQuery, source: DataSource, *, url_prefix: str) -> list[d
         for r in pool:
             pd = [digits(r.get(f)) for f in phone_fields if r.get(f)]
             tx = [str(r.get(f)) for f in text_fields if r.get(f)]
-            if not _record_matches(tree, pd, tx):
+            if not matches(pd, tx):
                 continue
             if tree_where is not None and not _evaluate(source, tree_where, r):
                 continue
