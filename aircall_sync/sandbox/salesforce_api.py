@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import csv
 import hashlib
 import hmac
@@ -1986,55 +1987,58 @@ _LOCK_MESSAGE = "unable to obtain exclusive access to this record or 1 records: 
 
 
 def _split_csv(text: str, delimiter: str, terminator: str) -> list[list[str]]:
-    """Parse CSV whose records end with exactly ``terminator`` (quotes may hold anything)."""
+    """Parse CSV whose records end with exactly ``terminator`` (quotes may hold anything).
+
+    A quote opens a quoted section only at the start of a field; ``""`` inside
+    it is one quote; after the closing quote the field goes on verbatim up to
+    the next delimiter or terminator. A last record without its terminator
+    counts unless it is empty.
+    """
+    quoted_re, plain_re = _csv_patterns(delimiter, terminator)
     rows: list[list[str]] = []
     row: list[str] = []
-    buf: list[str] = []
-    i = 0
+    pos = 0
     n = len(text)
-    quoted = False
-    at_field_start = True
-    while i < n:
-        ch = text[i]
-        if quoted:
-            if ch == '"':
-                if i + 1 < n and text[i + 1] == '"':
-                    buf.append('"')
-                    i += 2
-                    continue
-                quoted = False
-                i += 1
-                continue
-            buf.append(ch)
-            i += 1
-            continue
-        if ch == '"' and at_field_start:
-            quoted = True
-            at_field_start = False
-            i += 1
-            continue
-        if ch == delimiter:
-            row.append("".join(buf))
-            buf = []
-            at_field_start = True
-            i += 1
-            continue
-        if text.startswith(terminator, i):
-            row.append("".join(buf))
+    while pos < n:
+        value = ""
+        if text[pos] == '"':
+            m = quoted_re.match(text, pos)
+            if m is None:
+                raise ValueError("unterminated quoted field")
+            value = m.group(1).replace('""', '"')
+            pos = m.end()
+        m = plain_re.match(text, pos)
+        value += m.group()
+        pos = m.end()
+        if pos == n:
+            # Input ends inside this record: an empty last line is not a record.
+            if row or value:
+                row.append(value)
+                rows.append(row)
+            return rows
+        row.append(value)
+        if text[pos] == delimiter:
+            pos += 1
+            if pos == n:
+                row.append("")
+                rows.append(row)
+                return rows
+        else:
             rows.append(row)
-            row, buf = [], []
-            at_field_start = True
-            i += len(terminator)
-            continue
-        buf.append(ch)
-        at_field_start = False
-        i += 1
-    if quoted:
-        raise ValueError("unterminated quoted field")
-    if buf or row:
-        row.append("".join(buf))
-        rows.append(row)
+            row = []
+            pos += len(terminator)
     return rows
+
+
+@functools.lru_cache(maxsize=None)
+def _csv_patterns(delimiter: str, terminator: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    # Possessive: a doubled quote is always an escaped quote, never a close followed by an open.
+    quoted = re.compile(r'"((?:[^"]|"")*+)"')
+    d, first, rest = re.escape(delimiter), re.escape(terminator[0]), re.escape(terminator[1:])
+    # Unquoted text runs up to the delimiter or the whole terminator: a lone CR in a CRLF file is data.
+    partial = f"|{first}(?!{rest})" if rest else ""
+    plain = re.compile(f"(?:[^{d}{first}]{partial})*+")
+    return quoted, plain
 
 
 def _csv_out(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
