@@ -3,7 +3,10 @@
 The flow of DESIGN §2, window by window and chunk by chunk:
 
     Aircall window ─▶ chunk of calls ─▶ rules.assess ─▶ target.plan ─┬─▶ render (dry run)
-                                                                      └─▶ target.apply ─▶ state + report
+                                                                      └─▶ target.submit ─▶ collect ─▶ state + report
+
+Fetching runs one chunk ahead in a thread (Prefetch), and a chunk is planned
+while Salesforce still processes the Bulk job of the chunk before it.
 
 Every chunk's outcomes, and the checkpoint of its window when it is the last
 chunk, are committed to the state in one transaction after the CRM writes: a
@@ -120,6 +123,7 @@ class Runner:
         self.summary = RunSummary(command, dry_run)
         self.run_id: int | None = None
         self._started = time.monotonic()
+        self._sent: _Sent | None = None  # the chunk whose writes are in flight
 
     # ------------------------------------------------------------ entry points
 
@@ -198,41 +202,85 @@ class Runner:
     def _process(self, assessments: Iterable[rules.Assessment],
                  checkpoint: tuple[str, tuple[int, int]] | None = None, only_changed: bool = True) -> None:
         chunk: list[rules.Assessment] = []
-        for assessment in assessments:
-            if self._limit_reached():
-                break
-            if not assessment.settled:
-                self.summary.unsettled += 1
-                continue
-            self.summary.calls += 1
-            chunk.append(assessment)
-            if len(chunk) >= CHUNK:
-                self._chunk(chunk, None, only_changed)
-                chunk = []
-        self._chunk(chunk, checkpoint, only_changed)
+        try:
+            for assessment in assessments:
+                if self._limit_reached():
+                    break
+                if not assessment.settled:
+                    self.summary.unsettled += 1
+                    continue
+                self.summary.calls += 1
+                chunk.append(assessment)
+                if len(chunk) >= CHUNK:
+                    self._chunk(chunk, None, only_changed)
+                    chunk = []
+            self._chunk(chunk, checkpoint, only_changed)
+        except BaseException:
+            if self._sent is not None:
+                # What was sent is still collected and recorded before the error stops the run.
+                try:
+                    self._collect(self._sent)
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    log.debug("could not collect the writes already sent", exc_info=True)
+            raise
+        if self._sent is not None:
+            self._collect(self._sent)
 
     def _chunk(self, chunk: list[rules.Assessment], checkpoint, only_changed: bool) -> None:
-        results = []
-        for target in self.targets:
-            batch = target.plan(chunk, only_changed=only_changed)
-            if self.dry_run:
+        """Plan this chunk, collect and record the one sent before, then send this one.
+
+        Planning runs while Salesforce processes the previous chunk's Bulk job
+        (DESIGN §5). It needs nothing from that job: the records its calls point
+        at (Leads, Cases, owner moves) were written when it was sent. The
+        previous chunk is recorded before this one writes anything, so the state
+        follows the order of the writes.
+        """
+        batches = [(target, target.plan(chunk, only_changed=only_changed)) for target in self.targets]
+        if self.dry_run:
+            for _target, batch in batches:
                 for change in batch.changes():
                     self.summary.changes[(change.target, change.object, change.action.value)] += 1
                     if self.sink:
                         self.sink.add(change)
-                continue
-            outcomes = target.apply(batch)
-            for change in batch.changes():
-                self.summary.changes[(change.target, change.object, change.action.value)] += 1
-            results.append((target, outcomes))
-        if self.dry_run:
             self.progress("planned", len(chunk))
             return
+        if self._sent is not None:
+            self._collect(self._sent)
+        sent = self._sent = _Sent(len(chunk), checkpoint)
+        for target, batch in batches:
+            submit = getattr(target, "submit", None)
+            if submit is not None:
+                collect = submit(batch)
+            else:
+                outcomes = target.apply(batch)
+                collect = lambda outcomes=outcomes: outcomes  # noqa: E731
+            for change in batch.changes():
+                self.summary.changes[(change.target, change.object, change.action.value)] += 1
+            sent.targets.append((target, collect))
+        sent.complete = True
+
+    def _collect(self, sent: _Sent) -> None:
+        """Wait for a sent chunk's results; record them, and its window's checkpoint, in one transaction.
+
+        Once only, even when it fails (a collect function is not run twice). The
+        checkpoint is recorded only for a chunk every target sent and collected:
+        otherwise a resumed run would skip calls that were never written.
+        """
+        if self._sent is sent:
+            self._sent = None
+        targets, sent.targets = sent.targets, []
+        results = []
+        error: BaseException | None = None
+        for target, collect in targets:
+            try:
+                results.append((target, collect()))
+            except BaseException as exc:  # the others are still recorded, then this is raised
+                error = error or exc
         with self.state.transaction():
             for target, outcomes in results:
                 target.record(outcomes, self.run_id)
-            if checkpoint is not None:
-                self.state.complete_window(*checkpoint)
+            if sent.checkpoint is not None and sent.complete and error is None:
+                self.state.complete_window(*sent.checkpoint)
         for target, outcomes in results:
             for outcome in outcomes:
                 self.summary.outcomes[(outcome.target, outcome.outcome)] += 1
@@ -242,7 +290,9 @@ class Runner:
                     self.report.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
         if self.report is not None:
             self.report.flush()
-        self.progress("logged", len(chunk))
+        if error is not None:
+            raise error
+        self.progress("logged", sent.calls)
 
     def _finish(self) -> RunSummary:
         self.summary.requests = {"aircall": self.client.stats.requests}
@@ -261,6 +311,16 @@ class Runner:
         for (target, obj, action), n in self.summary.changes.items():
             per.setdefault(target, {}).setdefault(obj, {})[action] = n
         return {"calls": self.summary.calls, "unsettled": self.summary.unsettled, "changes": per}
+
+
+@dataclass
+class _Sent:
+    """A chunk whose writes were sent, and what collects their outcomes."""
+
+    calls: int
+    checkpoint: tuple[str, tuple[int, int]] | None
+    targets: list[tuple[Any, Callable[[], list]]] = field(default_factory=list)
+    complete: bool = False  # every target sent its writes
 
 
 class Prefetch:

@@ -98,6 +98,16 @@ class SaveResult:
         return cls(id=raw.get("id"), success=bool(raw.get("success")), errors=errors, created=raw.get("created"))
 
 
+@dataclass(frozen=True)
+class BulkJob:
+    """A Bulk API 2.0 ingest job that was sent and closed, and how to match its results back."""
+
+    id: str
+    sobject: str
+    key: str
+    keys: list[str]  # each row's key value, in the order the rows were sent
+
+
 @dataclass
 class SalesforceStats(RetryStats):
     reauthentications: int = 0
@@ -452,8 +462,14 @@ class SalesforceOrg:
     # ------------------------------------------------------------ Bulk API 2.0 (§4)
 
     def bulk(self, sobject: str, operation: str, records: Sequence[Mapping[str, Any]], *, key: str) -> list[SaveResult]:
-        """Insert or update through a Bulk API 2.0 ingest job; results in the order of ``records``.
+        """Insert or update through a Bulk API 2.0 ingest job; results in the order of ``records``."""
+        return self.bulk_results(self.bulk_submit(sobject, operation, records, key=key))
 
+    def bulk_submit(self, sobject: str, operation: str, records: Sequence[Mapping[str, Any]], *,
+                    key: str) -> BulkJob:
+        """Create the ingest job, upload its rows and close it; Salesforce then processes it on its own (§4).
+
+        The caller may do other work before :meth:`bulk_results` waits for it.
         Bulk results come back unordered and without our row numbers, so each
         row is found again by ``key`` (``CallObject`` for Task inserts, ``Id``
         for updates), which is unique per call.
@@ -469,9 +485,13 @@ class SalesforceOrg:
         self.request("PUT", f"jobs/ingest/{job_id}/batches", kind="bulk", data=_csv(columns, records).encode("utf-8"),
                      headers={"Content-Type": "text/csv"})
         self.request("PATCH", f"jobs/ingest/{job_id}", kind="bulk", json={"state": "UploadComplete"})
+        return BulkJob(job_id, sobject, key, [str(record.get(key, "")) for record in records])
+
+    def bulk_results(self, job: BulkJob) -> list[SaveResult]:
+        """Wait for a submitted job to end; its rows' results in the order they were submitted."""
         delay = 0.2
         while True:
-            status = self.request("GET", f"jobs/ingest/{job_id}", kind="bulk")
+            status = self.request("GET", f"jobs/ingest/{job.id}", kind="bulk")
             state = status.get("state")
             if state in ("JobComplete", "Failed", "Aborted"):
                 break
@@ -479,17 +499,19 @@ class SalesforceOrg:
             delay = min(delay * 2, 10.0)
         if state != "JobComplete":
             reason = status.get("errorMessage") or state
-            raise SalesforceApiError(f"Salesforce Bulk job {job_id} for {sobject} ended {state}: {reason}", 200, state)
+            raise SalesforceApiError(f"Salesforce Bulk job {job.id} for {job.sobject} ended {state}: {reason}",
+                                     200, state)
+        key = job.key
         by_key: dict[str, SaveResult] = {}
-        for row in _csv_rows(self._bulk_text(f"jobs/ingest/{job_id}/successfulResults/")):
+        for row in _csv_rows(self._bulk_text(f"jobs/ingest/{job.id}/successfulResults/")):
             created = str(row.get("sf__Created", "")).lower() == "true"
             by_key[row.get(key, "")] = SaveResult(row.get("sf__Id") or None, True, (), created)
-        for row in _csv_rows(self._bulk_text(f"jobs/ingest/{job_id}/failedResults/")):
+        for row in _csv_rows(self._bulk_text(f"jobs/ingest/{job.id}/failedResults/")):
             code, _, message = str(row.get("sf__Error", "")).partition(":")
             by_key[row.get(key, "")] = SaveResult(row.get("sf__Id") or None, False,
                                                   (RecordError(code.strip() or "UNKNOWN", message.strip()),))
         missing = SaveResult(None, False, (RecordError("UNPROCESSED", "Salesforce did not process this row"),))
-        return [by_key.get(str(record.get(key, "")), missing) for record in records]
+        return [by_key.get(value, missing) for value in job.keys]
 
     def _bulk_text(self, path: str) -> str:
         response = self.request("GET", path, kind="bulk", raw=True)
@@ -561,6 +583,7 @@ def _short(url: str) -> str:
 
 
 __all__ = [
+    "BulkJob",
     "SalesforceApiError",
     "SalesforceError",
     "SalesforceOrg",

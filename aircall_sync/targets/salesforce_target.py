@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -457,6 +457,17 @@ class SalesforceTaskTarget:
     # ------------------------------------------------------------ apply
 
     def apply(self, batch: Batch) -> list[Outcome]:
+        return self.submit(batch)()
+
+    def submit(self, batch: Batch) -> Callable[[], list[Outcome]]:
+        """Write the batch; the Task results are collected by the function returned.
+
+        The records calls point at (new Leads, Cases, owner moves) are written
+        here, before anything else. A Bulk job of Tasks is sent and closed, and
+        Salesforce processes it on its own (§4): the runner plans the next batch
+        meanwhile, then calls the function returned, which waits for the job and
+        returns the batch's outcomes.
+        """
         created, failed = self._create_new_records(batch)
         if batch.reassignments:
             records = [{"attributes": {"type": c.object}, "id": rid, **c.fields}
@@ -476,6 +487,7 @@ class SalesforceTaskTarget:
                 continue
             (creates if plan.task.action is Action.CREATE else updates).append(plan)
 
+        sent = []
         for plans, method in ((creates, "insert"), (updates, "update")):
             if not plans:
                 continue
@@ -483,21 +495,26 @@ class SalesforceTaskTarget:
                 rows = [{"attributes": {"type": "Task"}, **p.task.fields} for p in plans]
             else:
                 rows = [{"attributes": {"type": "Task"}, "id": p.task.record_id, **p.task.fields} for p in plans]
-            results = self._write_tasks(method, rows)
-            for plan, result in zip(plans, results, strict=True):
-                call_id = plan.assessment.call.id
-                if result.success:
-                    task_id = result.id or plan.task.record_id
-                    plan.task.record_id = task_id
-                    outcomes.append(Outcome(call_id, TARGET, "created" if method == "insert" else "updated",
-                                            records={"Task": task_id, **plan.extra_records},
-                                            warnings=list(plan.task.warnings), fingerprint=plan.fingerprint))
-                else:
-                    outcomes.append(Outcome(call_id, TARGET, "failed", error=_error(result, "Task not written"),
-                                            records=dict(plan.extra_records), fingerprint=plan.fingerprint))
-        order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
-        outcomes.sort(key=lambda o: order[o.call_id])
-        return outcomes
+            sent.append((plans, method, self._send_tasks(method, rows)))
+
+        def collect() -> list[Outcome]:
+            for plans, method, results_of in sent:
+                for plan, result in zip(plans, results_of(), strict=True):
+                    call_id = plan.assessment.call.id
+                    if result.success:
+                        task_id = result.id or plan.task.record_id
+                        plan.task.record_id = task_id
+                        outcomes.append(Outcome(call_id, TARGET, "created" if method == "insert" else "updated",
+                                                records={"Task": task_id, **plan.extra_records},
+                                                warnings=list(plan.task.warnings), fingerprint=plan.fingerprint))
+                    else:
+                        outcomes.append(Outcome(call_id, TARGET, "failed", error=_error(result, "Task not written"),
+                                                records=dict(plan.extra_records), fingerprint=plan.fingerprint))
+            order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
+            outcomes.sort(key=lambda o: order[o.call_id])
+            return outcomes
+
+        return collect
 
     @staticmethod
     def _point_at_created(plan: CallPlan, created: dict[str, str], failed: dict[str, dict]) -> Outcome | None:
@@ -587,12 +604,18 @@ class SalesforceTaskTarget:
                     results[i] = result
         return results
 
-    def _write_tasks(self, method: str, rows: list[dict]) -> list[SaveResult]:
-        if len(rows) >= self.sf.bulk_threshold:
-            if method == "insert":
-                results = self.org.bulk("Task", "insert", [_flat(r) for r in rows], key="CallObject")
-            else:
-                results = self.org.bulk("Task", "update", [{"Id": r["id"], **_flat(r)} for r in rows], key="Id")
+    def _send_tasks(self, method: str, rows: list[dict]) -> Callable[[], list[SaveResult]]:
+        """Send the Tasks; the function returned gives their results (a Bulk job is waited for there)."""
+        if len(rows) < self.sf.bulk_threshold:
+            results = self._write_tasks_small(method, rows)
+            return lambda: results
+        if method == "insert":
+            job = self.org.bulk_submit("Task", "insert", [_flat(r) for r in rows], key="CallObject")
+        else:
+            job = self.org.bulk_submit("Task", "update", [{"Id": r["id"], **_flat(r)} for r in rows], key="Id")
+
+        def results_of() -> list[SaveResult]:
+            results = self.org.bulk_results(job)
             # Bulk does not retry row locks itself (DESIGN §5): those rows go again, through Collections.
             locked = [i for i, r in enumerate(results) if r.error is not None and r.error.code in
                       RETRIABLE_RECORD_ERRORS | {"UNPROCESSED"}]
@@ -601,7 +624,8 @@ class SalesforceTaskTarget:
                 for i, result in zip(locked, again, strict=True):
                     results[i] = result
             return results
-        return self._write_tasks_small(method, rows)
+
+        return results_of
 
     def _write_tasks_small(self, method: str, rows: list[dict]) -> list[SaveResult]:
         if method != "insert":
@@ -827,7 +851,12 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         plan.writes = writes
         plan.task = writes[-1]
 
-    def apply(self, batch: Batch) -> list[Outcome]:
+    def submit(self, batch: Batch) -> Callable[[], list[Outcome]]:
+        """Write the batch now (Collections answer at once); the function returned gives the outcomes."""
+        outcomes = self._write(batch)
+        return lambda: outcomes
+
+    def _write(self, batch: Batch) -> list[Outcome]:
         created, failed = self._create_new_records(batch)
         outcomes: list[Outcome] = []
         ready: list[CallPlan] = []
