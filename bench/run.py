@@ -5,9 +5,11 @@
     python bench/run.py --smoke              # N=500, raw profile, mode task (what CI runs)
     python bench/run.py --profile real --calls 100000 --max-floor-minutes 60   # opt-in: >= 34 minutes
 
-What one row is: a fresh sandbox of N generated calls is built and served by a
-child process (the emulators never share the measured interpreter); the tool
-then runs, in its own process, exactly as a user would:
+What one row is: a fresh sandbox of N generated calls is built and served by
+two child processes, one per vendor (Aircall; Salesforce or Front), as each
+vendor is its own service; the emulators never share the measured interpreter,
+and every API is served over loopback HTTPS except Front's. The tool then
+runs, in its own process, exactly as a user would:
 
     python -m aircall_sync --config bench.toml --quiet backfill --from F --to T
 
@@ -186,14 +188,17 @@ def _sandbox_options(spec: dict) -> Any:
 
     latency = spec["latency_ms"]
     names = {f.name for f in dataclasses.fields(SandboxOptions)}
+    aircall_only = spec["role"] == "aircall"
     kwargs: dict[str, Any] = dict(
         calls=spec["calls"], seed=spec["seed"], days=spec["days"], end=spec["end"], pool_size=spec["pool"],
         aircall_requests_per_minute=spec["aircall_rpm"],
         aircall_faults=Faults(latency_ms=latency) if latency else None,
-        salesforce=spec["mode"] in ("task", "voice"),
+        salesforce=spec["mode"] in ("task", "voice") and not aircall_only,
         salesforce_http_faults=Faults(latency_ms=latency) if latency else None,
     )
-    front = spec["mode"] == "front"
+    if aircall_only and "aircall_tls" in names:
+        kwargs["aircall_tls"] = True
+    front = spec["mode"] == "front" and not aircall_only
     # The Front emulator's options, passed when this version's sandbox has them (it is started only for
     # mode front: the other modes do not pay for it).
     for name, value in (("front", front), ("front_requests_per_minute", spec["front_rpm"] if front else None),
@@ -290,8 +295,9 @@ def serve_sandbox(conn: Any, spec: dict) -> None:
         box = Sandbox(_sandbox_options(spec)).start()
         before = _record_counts(box)
         settings = _box_settings(box, spec)
-        reply: dict[str, Any] = {"settings": settings, "seconds": time.monotonic() - began, "cpu": _cpu_seconds()}
-        if spec["mode"] == "front" and "front" not in settings:
+        reply: dict[str, Any] = {"settings": settings, "seconds": time.monotonic() - began, "cpu": _cpu_seconds(),
+                                 "ca": str(box.ca_path) if getattr(box, "ca_path", None) else None}
+        if spec["role"] != "aircall" and spec["mode"] == "front" and "front" not in settings:
             # Never point the tool at the real Front: without an emulator there is nothing to measure.
             reply["unavailable"] = "this version's sandbox has no Front emulator"
         if spec["mode"] == "voice" and getattr(box.sf_store, "call_center_id", None):
@@ -408,13 +414,18 @@ def run_case(case: Case, config: Config, *, log: Any) -> Result:
             "aircall_rpm": config.rpm(case.profile, "aircall"), "front_rpm": config.rpm(case.profile, "front"),
             "state_path": str(work / "state.sqlite3"),
         }
-        sandbox = SandboxProcess(spec)
+        # One process per vendor, as each vendor is its own service: in one process the two
+        # emulators would take turns on one interpreter lock, a wait no real backfill has.
+        aircall = SandboxProcess({**spec, "role": "aircall"})
+        targets = SandboxProcess({**spec, "role": "targets"})
+        boxes = (aircall, targets)
         try:
-            ready = sandbox.ready()
-            result.sandbox_seconds = ready["seconds"]
+            ready_aircall, ready = aircall.ready(), targets.ready()
+            result.sandbox_seconds = max(ready_aircall["seconds"], ready["seconds"])
             if "unavailable" in ready:
                 result.status, result.note = "not available", ready["unavailable"]
                 return result
+            ready["settings"]["aircall"] = ready_aircall["settings"]["aircall"]
             settings_path = work / "bench.toml"
             settings_path.write_text(tomli_w.dumps(_mode_settings(ready["settings"], case, config)),
                                      encoding="utf-8")
@@ -430,8 +441,11 @@ def run_case(case: Case, config: Config, *, log: Any) -> Result:
                 "running the tool")
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 began = time.perf_counter()
-                proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=work,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                if ready_aircall.get("ca"):
+                    # Aircall over HTTPS, from the sandbox's CA (the tool reads either variable).
+                    env["SSL_CERT_FILE"] = env["REQUESTS_CA_BUNDLE"] = ready_aircall["ca"]
+                proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=work, env=env)
                 code, usage = _wait(proc, config.timeout)
                 result.wall = time.perf_counter() - began
             result.cpu = usage.ru_utime + usage.ru_stime
@@ -439,11 +453,11 @@ def run_case(case: Case, config: Config, *, log: Any) -> Result:
             stderr = err_path.read_text(encoding="utf-8", errors="replace")
             stdout = out_path.read_text(encoding="utf-8", errors="replace")
             result.summary = " ".join(line.strip() for line in stdout.strip().splitlines()[:2])
-            counts = sandbox.counts()
+            counts = _merge_counts(aircall.counts(), targets.counts())
             result.requests = counts["requests"]
             result.faults = counts["faults"]
             result.endpoints = counts["endpoints"]
-            result.sandbox_cpu = counts["cpu"] - ready["cpu"]
+            result.sandbox_cpu = counts["cpu"] - ready["cpu"] - ready_aircall["cpu"]
             created = ", ".join(f"{n} {obj}" for obj, n in sorted(counts["created"].items()))
             if counts["emulator_errors"]:
                 result.note = f"{counts['emulator_errors']} emulator error(s); "
@@ -464,8 +478,24 @@ def run_case(case: Case, config: Config, *, log: Any) -> Result:
                 for src in (settings_path, out_path, err_path):
                     (config.keep / f"{case.profile}-{case.mode}-{case.calls}-{src.name}").write_bytes(src.read_bytes())
         finally:
-            sandbox.stop()
+            for box in boxes:
+                box.stop()
     return result
+
+
+def _merge_counts(aircall: dict, targets: dict) -> dict:
+    """The two sandbox processes' counters as one: Aircall's from its own process, the rest from the other."""
+    def pick(counts: dict, keep_aircall: bool) -> dict:
+        return {k: v for k, v in counts.items() if (k.split()[0] == "aircall") == keep_aircall}
+
+    return {
+        "requests": {**pick(targets["requests"], False), **pick(aircall["requests"], True)},
+        "faults": {**pick(targets["faults"], False), **pick(aircall["faults"], True)},
+        "endpoints": {**pick(targets["endpoints"], False), **pick(aircall["endpoints"], True)},
+        "emulator_errors": aircall["emulator_errors"] + targets["emulator_errors"],
+        "created": targets["created"],
+        "cpu": aircall["cpu"] + targets["cpu"],
+    }
 
 
 def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int | None, Any]:

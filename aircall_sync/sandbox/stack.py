@@ -21,6 +21,7 @@ from aircall_sync.sandbox.front_api import start_front_sandbox
 from aircall_sync.sandbox.generator import CallStore, generate
 from aircall_sync.sandbox.salesforce_api import AuthConfig, OrgOptions, SalesforceFaults, start_salesforce_sandbox
 from aircall_sync.sandbox.server import Faults, LoopbackServer
+from aircall_sync.sandbox.tls import ensure_tls_files, server_ssl_context
 
 BANNER = "aircall-sync sandbox: emulated APIs on loopback, not the real services"
 
@@ -35,6 +36,9 @@ class SandboxOptions:
     #: Server-side limit (None: unlimited), as Aircall's company-wide budget.
     aircall_requests_per_minute: int | None = None
     aircall_faults: Faults | None = None
+    #: Serve Aircall over HTTPS too, with the sandbox's CA (``ca_path``); a client
+    #: trusts it through SSL_CERT_FILE (httpx reads it). The benchmarks use it.
+    aircall_tls: bool = False
     end: datetime | None = None
     #: Distinct external numbers (None: the generator's default for the call count).
     pool_size: int | None = None
@@ -74,14 +78,20 @@ class Sandbox:
             api_token=DEFAULT_API_TOKEN,
             requests_per_minute=o.aircall_requests_per_minute,
         )
-        self.aircall_server = LoopbackServer(app, api="aircall", host=o.host, port=o.port, faults=o.aircall_faults)
+        tls_dir = o.tls_dir
+        if tls_dir is None and (o.salesforce or o.aircall_tls):
+            self._tmp = tempfile.TemporaryDirectory(prefix="aircall-sync-sandbox-")
+            tls_dir = Path(self._tmp.name)
+        ssl_context = None
+        if o.aircall_tls:
+            files = ensure_tls_files(tls_dir)
+            ssl_context = server_ssl_context(files)
+            self.ca_path = Path(files.ca_cert)
+        self.aircall_server = LoopbackServer(app, api="aircall", host=o.host, port=o.port, faults=o.aircall_faults,
+                                             ssl_context=ssl_context)
         self.aircall_server.start()
         self.aircall_store = store
         if o.salesforce:
-            tls_dir = o.tls_dir
-            if tls_dir is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="aircall-sync-sandbox-")
-                tls_dir = Path(self._tmp.name)
             self.salesforce = start_salesforce_sandbox(
                 tls_dir, port=o.port + 1 if o.port else 0, host=o.host, seed=o.seed,
                 external_numbers=store.external_numbers(), users=store.agents(), options=o.salesforce_options,
