@@ -103,6 +103,8 @@ _ID_RE = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _CHECKSUM_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
 
 
+# Ids are checked and canonicalised on every reference of every write: memoised (pure functions).
+@functools.lru_cache(maxsize=65536)
 def id15_to_18(id15: str) -> str:
     """Append Salesforce's case-encoding checksum to a 15-character id."""
     suffix = ""
@@ -125,6 +127,7 @@ def is_salesforce_id(value: object) -> bool:
     return id15_to_18(canonical[:15]) == canonical
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_id(value: str) -> str:
     """The canonical 18-character form.
 
@@ -267,6 +270,12 @@ _TOKEN_RE = re.compile(
 
 def _read_string(text: str, start: int) -> tuple[Token, int]:
     """A single-quoted SOQL string literal starting at ``text[start] == "'"``."""
+    end = text.find("'", start + 1)
+    if end > 0 and "\\" not in text[start + 1:end]:
+        # No escapes (the common case, e.g. a long IN list of phone numbers): the text as is.
+        body = text[start + 1:end]
+        like = re.escape(body).replace("%", ".*").replace("_", ".")
+        return Token("string", text[start:end + 1], body, start, like), end + 1
     out: list[str] = []
     like: list[str] = []
     plain_only_issue: str | None = None
