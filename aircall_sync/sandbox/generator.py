@@ -286,6 +286,9 @@ def _valid_number(rng: random.Random, region: str) -> _Ext:
     return _Ext(raw, _digits(raw), region)
 
 
+_UNSET: Any = object()
+
+
 class World:
     """The emulated company: lines, agents, teams, tags and a pool of callers.
 
@@ -344,6 +347,7 @@ class World:
         self.region_cum = list(accumulate(w for _, w in _REGION_WEIGHTS))
         self._pool: dict[int, _Ext] = {}
         self._base_cache: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._contacts: dict[tuple[int, str], dict[str, Any] | None] = {}
         self._lock = threading.Lock()
 
     # -- callers --------------------------------------------------------------
@@ -377,7 +381,23 @@ class World:
         return code >= 0 and random.Random(f"contact:{self.seed}:{code}").random() < 0.4
 
     def contact(self, code: int, base: str) -> dict[str, Any] | None:
-        """The shared Aircall contact of a caller, if it has one (§6 Contact)."""
+        """The shared Aircall contact of a caller, if it has one (§6 Contact).
+
+        Built once per caller and base URL (every call from that caller embeds
+        it, and building it seeds two RNGs): serialize it, do not mutate it.
+        """
+        key = (code, base)
+        hit = self._contacts.get(key, _UNSET)
+        if hit is not _UNSET:
+            return hit
+        contact = self._make_contact(code, base)
+        with self._lock:
+            if len(self._contacts) > 8 * self.pool_size:  # many base URLs: start over, as nested() does
+                self._contacts.clear()
+            self._contacts[key] = contact
+        return contact
+
+    def _make_contact(self, code: int, base: str) -> dict[str, Any] | None:
         if not self.has_contact(code):
             return None
         rng = random.Random(f"contact:{self.seed}:{code}")
