@@ -1185,7 +1185,7 @@ class SalesforceStore:
     # -- reading (tests) --------------------------------------------------------
 
     def _full(self, obj: str, rec: Mapping[str, Any]) -> dict[str, Any]:
-        out = {name: None for name in self.schema[obj].fields}
+        out = dict.fromkeys(self.schema[obj].fields)
         out.update(rec)
         return out
 
