@@ -1339,8 +1339,10 @@ class SalesforceStore:
         rec["CreatedById"] = creator
         rec["LastModifiedById"] = creator
         for f in odef.fields.values():
-            fmt = _AUTONUMBER.get((obj, f.name)) or (odef.name_format if f.auto_number and f.name == "Name" else None)
-            if f.auto_number and fmt:
+            if not f.auto_number:
+                continue
+            fmt = _AUTONUMBER.get((obj, f.name)) or (odef.name_format if f.name == "Name" else None)
+            if fmt:
                 self._autonumber[(obj, f.name)] += 1
                 rec[f.name] = fmt.format(self._autonumber[(obj, f.name)] + (1000 if obj == "Case" else 0))
         self._derive(obj, rec, None)
