@@ -584,6 +584,27 @@ def test_sosl_phone_matching_semantics(fresh: SalesforceSandbox) -> None:
     assert store.count("search") == 14
 
 
+def test_sosl_long_or_of_numbers_sees_writes_at_once(fresh: SalesforceSandbox) -> None:
+    """A backfill-sized FIND (hundreds of OR'ed numbers, read as a set) against records just written."""
+    pad = [f'"{n:012d}"' for n in range(300)]
+    with client(fresh) as cl:
+        made = create(cl, [{"attributes": {"type": "Lead"}, "LastName": "New", "Company": "X",
+                            "Phone": "(617) 610-7700"}])
+        lead = made[0]["id"]
+        long_or = " OR ".join([*pad, '"6176107700"'])
+        assert len(long_or) > 4_000
+        assert [r["Id"] for r in _search(cl, long_or)] == [lead]
+        # Exact and wildcard terms in one OR: each keeps its own semantics.
+        assert [r["Id"] for r in _search(cl, " OR ".join([*pad, "617610770*"]))] == [lead]
+        assert _search(cl, " OR ".join([*pad, "61761077"])) == []
+        r = cl.patch(f"{V}/sobjects/Lead/{lead}", json={"Phone": "+44 20 7946 0000"})
+        assert r.status_code == 204, r.text
+        assert _search(cl, long_or) == []
+        assert [r["Id"] for r in _search(cl, " OR ".join([*pad, '"442079460000"']))] == [lead]
+        assert cl.delete(f"{V}/sobjects/Lead/{lead}").status_code == 204
+        assert _search(cl, " OR ".join([*pad, '"442079460000"'])) == []
+
+
 def test_sosl_finds_seeded_duplicates_in_other_formats(sb: SalesforceSandbox, c: httpx.Client) -> None:
     summary = sb.summary
     for e164, scenario in summary.scenarios.items():
