@@ -243,6 +243,8 @@ def _counts(box: Any, before: dict[str, int]) -> dict:
                 key = f"{r.api} {r.status or 'drop'}"
                 faults[key] = faults.get(key, 0) + 1
         errors += len(server.errors)
+    if box.salesforce is not None:
+        errors += len(getattr(box.salesforce.app, "bulk_errors", ()))  # jobs run outside any request
     after = _record_counts(box)
     created = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
     return {"requests": requests, "faults": faults, "emulator_errors": errors, "created": created,

@@ -243,6 +243,7 @@ class _Box:
                     faults[rec.fault] = faults.get(rec.fault, 0) + 1
             out["faults"][api] = faults
             out["errors"].extend(server.errors)
+        out["errors"].extend(self.box.salesforce.app.bulk_errors)
         out["token_requests"] = self.box.salesforce.server.count(path_prefix="/services/oauth2/token")
         out["writes"] = sum(1 for rec in self.box.salesforce.server.requests
                             if rec.method in ("POST", "PATCH", "PUT", "DELETE") and rec.status is not None

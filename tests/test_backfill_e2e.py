@@ -8,6 +8,7 @@ again at most 5, writing nothing.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -318,6 +319,32 @@ def test_bulk_api_above_the_threshold(box, tmp_path):
     assert sf_requests(box, path_prefix="/services/data/v63.0/jobs/ingest", method="PUT") >= 1
     ids = [t["CallObject"] for t in tasks(box)]
     assert len(ids) == len(set(ids)) > 250
+
+
+def test_a_bulk_job_left_processing_by_a_dead_run_is_waited_for_not_written_again(box, tmp_path, monkeypatch):
+    """DESIGN §6: Salesforce goes on processing a closed job after the run that sent it died."""
+    from aircall_sync.targets.salesforce import SalesforceOrg
+
+    config = settings_for(box, tmp_path, salesforce={"bulk_threshold": 50})
+    box.salesforce.app.bulk_queue_delay = 1.0  # the job waits in the queue: no Task is visible for a second
+
+    def dies(self, job_id):
+        raise KeyboardInterrupt  # the run stops right after closing its job, as a killed one does
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SalesforceOrg, "bulk_wait", dies)
+        first = run(config, "backfill", "--from", FROM, "--to", TO)
+    assert first.exit_code != 0
+    assert tasks(box) == []  # still queued
+    second = run(config, "-v", "backfill", "--from", FROM, "--to", TO)
+    assert second.exit_code == 0, second.output
+    assert "left processing by an earlier run" in second.output
+    deadline = time.monotonic() + 30  # every job ended: a duplicate would be visible now
+    while any(job.visible_state() not in ("JobComplete", "Failed") for job in box.salesforce.app._jobs.values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    call_objects = [t["CallObject"] for t in tasks(box)]
+    assert len(call_objects) == len(set(call_objects)) > 250
 
 
 def test_a_second_run_while_the_lock_is_held_exits_4(box, tmp_path):

@@ -68,7 +68,7 @@ def sb(tls_dir: Path, jwt_keys: tuple[Path, Path]) -> Iterator[SalesforceSandbox
     sandbox = _start(tls_dir, jwt_keys[1])
     yield sandbox
     sandbox.stop()
-    assert sandbox.server.errors == []
+    assert sandbox.server.errors == [] and sandbox.app.bulk_errors == []
 
 
 @pytest.fixture()
@@ -77,7 +77,7 @@ def fresh(tls_dir: Path) -> Iterator[SalesforceSandbox]:
     sandbox = _start(tls_dir, faults=SalesforceFaults(seed=3))
     yield sandbox
     sandbox.stop()
-    assert sandbox.server.errors == []
+    assert sandbox.server.errors == [] and sandbox.app.bulk_errors == []
 
 
 def client(sandbox: SalesforceSandbox, token: str | None = None) -> httpx.Client:
@@ -642,8 +642,16 @@ def _job(cl: httpx.Client, **spec: Any) -> str:
 def _run(cl: httpx.Client, job: str, csv_text: str) -> dict[str, Any]:
     put = cl.put(f"{V}/jobs/ingest/{job}/batches", content=csv_text.encode(), headers={"Content-Type": "text/csv"})
     assert put.status_code == 201, put.text
-    assert cl.patch(f"{V}/jobs/ingest/{job}", json={"state": "UploadComplete"}).status_code == 200
-    return cl.get(f"{V}/jobs/ingest/{job}").json()
+    closed = cl.patch(f"{V}/jobs/ingest/{job}", json={"state": "UploadComplete"})
+    assert closed.status_code == 200 and closed.json()["state"] == "UploadComplete"
+    # Jobs are processed after the PATCH has answered (salesforce-api.md, Bulk API 2.0): poll, as a client does.
+    deadline = time.monotonic() + 30
+    while True:
+        info = cl.get(f"{V}/jobs/ingest/{job}").json()
+        if info["state"] in ("JobComplete", "Failed", "Aborted") or time.monotonic() > deadline:
+            return info
+        assert info["state"] in ("UploadComplete", "InProgress")
+        time.sleep(0.01)
 
 
 def test_bulk_ingest_full_cycle(sb: SalesforceSandbox, c: httpx.Client) -> None:

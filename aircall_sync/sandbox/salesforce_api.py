@@ -57,6 +57,7 @@ import random
 import re
 import threading
 import time
+import traceback
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -2077,6 +2078,10 @@ class SalesforceApp:
         self.auth = auth or AuthConfig()
         self.faults = faults or SalesforceFaults()
         self.bulk_processing_delay = bulk_processing_delay
+        #: Seconds a closed job waits before its rows are processed (none of them visible until then).
+        self.bulk_queue_delay = 0.0
+        #: Tracebacks of Bulk jobs that crashed while processing (they run outside any request).
+        self.bulk_errors: list[str] = []
         self._mutex = threading.RLock()
         self._sessions: dict[str, _Session] = {}
         if self.auth.fixed_token:
@@ -3215,13 +3220,25 @@ class SalesforceApp:
                 raise _HttpError(400, "INVALIDJOBSTATE", f"Invalid state change from {job.state} to {state}")
             job.state = "UploadComplete"
             info = job.info(ctx.url_prefix)
-        started = time.monotonic()
         # Terminal states stay hidden behind "InProgress" until ready_at (set before they are).
-        job.ready_at = started + 3600.0
-        self._bulk_process(ctx, job)
+        job.ready_at = time.monotonic() + 3600.0
+        # Salesforce processes a closed job on its own; the client polls GET /{id} (salesforce-api.md,
+        # Bulk API 2.0): the answer to this PATCH does not wait for the rows.
+        threading.Thread(target=self._bulk_run, args=(ctx, job), name=f"bulk-{job.id}", daemon=True).start()
+        return _Result(200, info)
+
+    def _bulk_run(self, ctx: _Ctx, job: _Job) -> None:
+        if self.bulk_queue_delay:
+            time.sleep(self.bulk_queue_delay)  # a closed job waits in Salesforce's queue before it starts
+        started = time.monotonic()
+        try:
+            self._bulk_process(ctx, job)
+        except Exception:  # noqa: BLE001 - an emulator bug: the job fails visibly, and is counted
+            self.bulk_errors.append(traceback.format_exc())
+            job.state = "Failed"
+            job.error_message = "InternalServerError : the emulator failed while processing the job"
         job.processing_ms = int((time.monotonic() - started) * 1000)
         job.ready_at = time.monotonic() + self.bulk_processing_delay
-        return _Result(200, info)
 
     def _bulk_process(self, ctx: _Ctx, job: _Job) -> None:
         """Run the job's rows through the same validation as collections."""

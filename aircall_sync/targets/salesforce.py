@@ -487,16 +487,39 @@ class SalesforceOrg:
         self.request("PATCH", f"jobs/ingest/{job_id}", kind="bulk", json={"state": "UploadComplete"})
         return BulkJob(job_id, sobject, key, [str(record.get(key, "")) for record in records])
 
-    def bulk_results(self, job: BulkJob) -> list[SaveResult]:
-        """Wait for a submitted job to end; its rows' results in the order they were submitted."""
+    def bulk_wait(self, job_id: str) -> dict:
+        """Poll a closed job until it ends; its final status."""
         delay = 0.2
         while True:
-            status = self.request("GET", f"jobs/ingest/{job.id}", kind="bulk")
-            state = status.get("state")
-            if state in ("JobComplete", "Failed", "Aborted"):
-                break
+            status = self.request("GET", f"jobs/ingest/{job_id}", kind="bulk")
+            if status.get("state") in ("JobComplete", "Failed", "Aborted"):
+                return status
             self._pause(delay)
             delay = min(delay * 2, 10.0)
+
+    def unfinished_bulk_jobs(self, sobject: str) -> list[str]:
+        """Ingest jobs on ``sobject`` this user closed and Salesforce has not finished.
+
+        A run killed after closing a job leaves it processing on Salesforce's
+        side; its rows become visible only when it ends.
+        """
+        found = []
+        url: str | None = self.sf.base_url + "jobs/ingest"
+        mine = (self.user_id or "")[:15]
+        while url:
+            page = self._send("GET", url, kind="bulk") or {}
+            for job in page.get("records") or []:
+                if (job.get("object") == sobject and job.get("state") in ("UploadComplete", "InProgress")
+                        and str(job.get("createdById") or "")[:15] == mine):
+                    found.append(str(job["id"]))
+            following = page.get("nextRecordsUrl")
+            url = self.instance_url.rstrip("/") + following if following and not page.get("done", True) else None
+        return found
+
+    def bulk_results(self, job: BulkJob) -> list[SaveResult]:
+        """Wait for a submitted job to end; its rows' results in the order they were submitted."""
+        status = self.bulk_wait(job.id)
+        state = status.get("state")
         if state != "JobComplete":
             reason = status.get("errorMessage") or state
             raise SalesforceApiError(f"Salesforce Bulk job {job.id} for {job.sobject} ended {state}: {reason}",

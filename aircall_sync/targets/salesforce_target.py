@@ -153,6 +153,23 @@ class SalesforceTaskTarget:
         self.checkboxes = frozenset(f["name"] for f in task.get("fields", []) if f.get("type") == "boolean")
         account = described.get("Account") or {}
         self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
+        self._await_earlier_jobs()
+
+    def _await_earlier_jobs(self) -> None:
+        """Wait for the Task Bulk jobs a run that did not finish left processing (DESIGN §6).
+
+        Salesforce goes on processing a closed job after the run that sent it
+        died, and its Tasks are visible only when it ends: planning before then
+        would write them again. Asked only after such a run (or with no run
+        history: the state may have been lost), since listing jobs costs
+        requests.
+        """
+        last = self.state.last_runs(1)
+        if last and last[0].outcome not in (None, "interrupted", "error"):
+            return
+        for job_id in self.org.unfinished_bulk_jobs("Task"):
+            log.info("waiting for Bulk job %s, left processing by an earlier run, before planning", job_id)
+            self.org.bulk_wait(job_id)
 
     # ------------------------------------------------------------ plan
 
