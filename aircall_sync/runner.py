@@ -37,6 +37,9 @@ from aircall_sync.state import State
 log = logging.getLogger("aircall_sync")
 
 CHUNK = 2000  # calls planned together: bounds memory, batches lookups and writes
+# A run's first chunk is smaller: its writes start while later pages are still being read,
+# instead of after 40 pages (and at most one chunk more of lookups per run).
+FIRST_CHUNK = 1000
 WINDOW = timedelta(days=31)  # backfill checkpoint granularity: a resume re-reads at most this much
 
 
@@ -124,6 +127,7 @@ class Runner:
         self.run_id: int | None = None
         self._started = time.monotonic()
         self._sent: _Sent | None = None  # the chunk whose writes are in flight
+        self._chunks = 0  # chunks planned so far in this run
 
     # ------------------------------------------------------------ entry points
 
@@ -211,7 +215,7 @@ class Runner:
                     continue
                 self.summary.calls += 1
                 chunk.append(assessment)
-                if len(chunk) >= CHUNK:
+                if len(chunk) >= (CHUNK if self._chunks else FIRST_CHUNK):
                     self._chunk(chunk, None, only_changed)
                     chunk = []
             self._chunk(chunk, checkpoint, only_changed)
@@ -235,6 +239,7 @@ class Runner:
         previous chunk is recorded before this one writes anything, so the state
         follows the order of the writes.
         """
+        self._chunks += 1
         batches = [(target, target.plan(chunk, only_changed=only_changed)) for target in self.targets]
         if self.dry_run:
             for _target, batch in batches:
@@ -335,49 +340,55 @@ class Prefetch:
     """
 
     _DONE = object()
+    #: Items handed over together: one queue operation per Aircall page, not per call.
+    BATCH = 50
 
     def __init__(self, source: Iterable, depth: int = 500):
         import queue
         import threading
 
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth // self.BATCH))
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(source,), name="aircall-prefetch", daemon=True)
         self._thread.start()
 
-    def _run(self, source: Iterable) -> None:
+    def _put(self, item: Any) -> bool:
         import queue
 
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, source: Iterable) -> None:
+        batch: list = []
         try:
             for item in source:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
-                    return
-        except BaseException as exc:  # handed to the consumer, raised there
+                batch.append(item)
+                if len(batch) >= self.BATCH:
+                    if not self._put(batch):
+                        return
+                    batch = []
+        except BaseException as exc:  # handed to the consumer, raised there (after what was read before it)
             self._error = exc
         finally:
-            while not self._stop.is_set():
-                try:
-                    self._queue.put(self._DONE, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+            if batch:
+                self._put(batch)
+            self._put(self._DONE)
 
     def __iter__(self):
         try:
             while True:
-                item = self._queue.get()
-                if item is self._DONE:
+                batch = self._queue.get()
+                if batch is self._DONE:
                     if self._error is not None:
                         raise self._error
                     return
-                yield item
+                yield from batch
         finally:
             self.close()
 

@@ -1125,9 +1125,14 @@ class State:
 
     @_db
     def clear_failure(self, call_id: int, target: str) -> None:
+        self.clear_failures([call_id], target)
+
+    @_db
+    def clear_failures(self, call_ids: Iterable[int], target: str) -> None:
+        """Forget the failures of calls now written (one statement for a whole batch)."""
         with self._txn(write=True) as conn:
-            conn.execute(
-                "DELETE FROM failures WHERE call_id = ? AND target = ?", (_call_id(call_id), target)
+            conn.executemany(
+                "DELETE FROM failures WHERE call_id = ? AND target = ?", [(_call_id(c), target) for c in call_ids]
             )
 
     @_db

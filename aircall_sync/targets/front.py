@@ -425,11 +425,11 @@ class FrontTarget:
         for o in outcomes:
             if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records:
                 written.append((o.call_id, TARGET, o.records, o.fingerprint))
-                self.state.clear_failure(o.call_id, TARGET)
             elif o.outcome == "failed" and o.error:
                 self.state.record_failure(o.call_id, TARGET, "message", o.error["code"], o.error["message"], run_id)
         if written:
             self.state.mark_written(written)
+            self.state.clear_failures([w[0] for w in written], TARGET)
         if getattr(self, "_posted", None):
             self.state.mark_posted(self._posted)
             self._posted = []

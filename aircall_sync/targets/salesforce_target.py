@@ -658,11 +658,11 @@ class SalesforceTaskTarget:
         for o in outcomes:
             if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records.get(self.primary):
                 written.append((o.call_id, TARGET, {k: v for k, v in o.records.items() if v}, o.fingerprint))
-                self.state.clear_failure(o.call_id, TARGET)
             elif o.outcome == "failed" and o.error:
                 self.state.record_failure(o.call_id, TARGET, self.primary, o.error["code"], o.error["message"], run_id)
         if written:
             self.state.mark_written(written)
+            self.state.clear_failures([w[0] for w in written], TARGET)
 
 
 def _flat(row: Mapping[str, Any]) -> dict[str, Any]:
