@@ -248,6 +248,18 @@ def _derived(default: Any) -> Any:
     return field(default=default, metadata={"toml": False})
 
 
+def _enabled_fields(section: Any) -> dict[str, str]:
+    """A ``fields`` section's key → API name for the fields not turned off.
+
+    Read for every call, so computed once: sections are frozen.
+    """
+    cached = section.__dict__.get("_enabled")
+    if cached is None:
+        cached = {f.name: getattr(section, f.name) for f in toml_fields(type(section)) if getattr(section, f.name)}
+        object.__setattr__(section, "_enabled", cached)
+    return dict(cached)  # a copy: the caller may change it
+
+
 def toml_fields(cls: type) -> list[dataclasses.Field[Any]]:
     """The fields of a settings dataclass that are keys (or sub-tables) in TOML."""
     return [f for f in dataclasses.fields(cls) if f.metadata.get("toml", True)]
@@ -676,7 +688,7 @@ class TaskFields:
 
     def enabled(self) -> dict[str, str]:
         """Setting key → API name, for the fields that are not turned off."""
-        return {f.name: getattr(self, f.name) for f in toml_fields(type(self)) if getattr(self, f.name)}
+        return _enabled_fields(self)
 
 
 @dataclass(frozen=True)
@@ -732,7 +744,7 @@ class VoiceFields:
 
     def enabled(self) -> dict[str, str]:
         """Setting key → API name, for the fields that are not turned off."""
-        return {f.name: getattr(self, f.name) for f in toml_fields(type(self)) if getattr(self, f.name)}
+        return _enabled_fields(self)
 
 
 @dataclass(frozen=True)
