@@ -400,6 +400,25 @@ def test_a_write_whose_answer_is_lost_is_not_repeated(harness, tmp_path, nth):
     assert not dups and not leads, f"{len(dups)} call(s) with two Tasks, {len(leads)} number(s) with two Leads"
 
 
+def test_a_case_whose_create_answer_is_lost_is_not_created_again(harness, tmp_path):
+    """R-SF-MATCH-6 with create_case: the lost Case is found by its Contact's open Case, not sent twice."""
+    data = SMALL
+    box = new_box(harness, "lost-case", data)
+    config = box.write_settings(tmp_path / "settings.toml", tmp_path / "state.sqlite3",
+                                **{"salesforce.matching": {"link_to": "case", "create_case": True}})
+    seeded = {c["Id"] for c in box.records("Case")}
+    box.arm(api="salesforce", method="POST", path="/composite/sobjects", nth=1, phase="lost")
+    result = run_cli(config, *backfill_args(data))
+    assert box.trap()["triggered"]
+    new_cases = [c for c in box.records("Case") if c["Id"] not in seeded]
+    box.stop()
+    assert result.returncode == 0, result.output
+    assert new_cases, "the data set should make the run create Cases"
+    per_contact = Counter(c["ContactId"] for c in new_cases)
+    twice = {k: n for k, n in per_contact.items() if n > 1}
+    assert not twice, f"{len(twice)} Contact(s) got two new Cases, e.g. {dict(list(twice.items())[:3])}"
+
+
 # ---------------------------------------------------------------- faults: 10 % of requests fail
 
 

@@ -581,12 +581,21 @@ class SalesforceTaskTarget:
         self._matches[key] = Match(sobject, record_id, name or None, fields.get("OwnerId") or self.org.user_id)
 
     def _create_new(self, order: list[tuple[str, Change]], records: list[dict]) -> list[SaveResult]:
-        """Create the new records; those whose answer was lost are found again by their E.164 phone."""
+        """Create the new records; those whose answer was lost are found again before any re-send.
+
+        Leads, Contacts and Accounts by their E.164 phone. A Case by its Contact:
+        one was planned because the Contact had no open Case, so an open Case
+        there now is the one the lost answer created (or one R-SF-MATCH-6 links
+        to anyway).
+        """
         def find(indexes: list[int]) -> dict[int, str]:
             by_type: dict[str, dict[str, int]] = {}
+            cases: dict[str, int] = {}
             for i in indexes:
                 placeholder, change = order[i]
-                if change.object != "Case":
+                if change.object == "Case":
+                    cases[change.fields.get("ContactId")] = i
+                else:
                     by_type.setdefault(change.object, {})[change.fields.get("Phone")] = i
             found: dict[int, str] = {}
             for sobject, phones in by_type.items():
@@ -594,6 +603,13 @@ class SalesforceTaskTarget:
                 for row in self.org.query(soql):
                     if row.get("Phone") in phones:
                         found.setdefault(phones[row["Phone"]], row["Id"])
+            contacts = [c for c in cases if c and not c.startswith(NEW)]
+            if contacts:
+                soql = (f"SELECT Id, ContactId FROM Case WHERE IsClosed = false AND ContactId IN {soql_in(contacts)} "
+                        "ORDER BY CreatedDate DESC")
+                for row in self.org.query(soql):
+                    if row.get("ContactId") in cases:
+                        found.setdefault(cases[row["ContactId"]], row["Id"])
             return found
 
         return self._create_reconciled(records, find)
