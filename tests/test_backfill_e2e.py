@@ -347,6 +347,22 @@ def test_a_bulk_job_left_processing_by_a_dead_run_is_waited_for_not_written_agai
     assert len(call_objects) == len(set(call_objects)) > 250
 
 
+def test_a_bulk_job_that_never_ends_stops_the_run_with_one_line(box, tmp_path, monkeypatch):
+    from aircall_sync.targets import salesforce
+
+    config = settings_for(box, tmp_path, salesforce={"bulk_threshold": 50})
+    box.salesforce.app.bulk_queue_delay = 2.0
+    monkeypatch.setattr(salesforce, "BULK_WAIT_LIMIT", 0.5)
+    result = run(config, "backfill", "--from", FROM, "--to", TO)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1].startswith("error: Salesforce Bulk job ")
+    assert "minutes; run again later" in result.output and "Traceback" not in result.output
+    deadline = time.monotonic() + 30  # the job still lands: the next run waits for it (test above)
+    while any(job.visible_state() not in ("JobComplete", "Failed") for job in box.salesforce.app._jobs.values()):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_a_second_run_while_the_lock_is_held_exits_4(box, tmp_path):
     from aircall_sync.state import acquire_lock
 

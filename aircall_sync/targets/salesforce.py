@@ -43,6 +43,7 @@ COLLECTION_SIZE = 200  # sObject Collections (§4)
 COMPOSITE_SIZE = 25  # subrequests per Composite (§4)
 COMPOSITE_QUERIES = 5  # queries or collections per Composite (§4)
 URL_BUDGET = 2000  # Salesforce's recommended URI length (§9)
+BULK_WAIT_LIMIT = 3600.0  # seconds a run waits for one Bulk job before it stops
 TIMEOUT = (15, 300)  # connect, read: a 200-record save can take a while
 
 RETRIABLE_RECORD_ERRORS = frozenset({"UNABLE_TO_LOCK_ROW"})
@@ -489,12 +490,18 @@ class SalesforceOrg:
 
     def bulk_wait(self, job_id: str) -> dict:
         """Poll a closed job until it ends; its final status."""
-        delay = 0.2
+        delay, waited = 0.2, 0.0
         while True:
             status = self.request("GET", f"jobs/ingest/{job_id}", kind="bulk")
             if status.get("state") in ("JobComplete", "Failed", "Aborted"):
                 return status
+            if waited >= BULK_WAIT_LIMIT:
+                # Nothing is lost: the next run waits for this job again before it plans.
+                raise ServiceError(
+                    f"Salesforce Bulk job {job_id} is still {status.get('state') or 'processing'} after "
+                    f"{waited / 60:.0f} minutes; run again later (Setup > Bulk Data Load Jobs shows it)")
             self._pause(delay)
+            waited += delay
             delay = min(delay * 2, 10.0)
 
     def unfinished_bulk_jobs(self, sobject: str) -> list[str]:
