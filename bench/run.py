@@ -679,6 +679,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run the tool under cProfile, one .prof per row in DIR (slows it down)")
     p.add_argument("--sequential", action="store_true",
                    help="one row at a time (default: the real rows, which wait on rate limits, run alongside)")
+    p.add_argument("--repeat", type=int, default=1, metavar="K",
+                   help="run each row K times and report the run of median wall time (a noisy machine)")
     p.add_argument("--keep", type=Path, default=None, metavar="DIR",
                    help="keep each row's settings file and the tool's output in DIR")
     return p.parse_args(argv)
@@ -721,8 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(latency_ms=args.latency_ms, aircall_rpm=args.aircall_rpm, front_rpm=args.front_rpm,
                     days=args.days, pool=args.pool, seed=args.seed, max_floor_minutes=args.max_floor_minutes,
                     timeout=args.timeout, cprofile=args.cprofile, keep=args.keep)
-    if min(args.aircall_rpm, args.front_rpm) < 1 or args.days < 1 or args.latency_ms < 0:
-        raise SystemExit("bench/run.py: --aircall-rpm, --front-rpm and --days must be positive, --latency-ms >= 0")
+    if min(args.aircall_rpm, args.front_rpm, args.repeat) < 1 or args.days < 1 or args.latency_ms < 0:
+        raise SystemExit("bench/run.py: --aircall-rpm, --front-rpm, --days and --repeat must be positive, "
+                         "--latency-ms >= 0")
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -753,12 +756,23 @@ def main(argv: list[str] | None = None) -> int:
             runnable.append(case)
 
     def measure(case: Case) -> Result:
-        log(f"run: {case.profile} {case.mode} {case.calls:,} calls (floor {floor_for(case, config).seconds:.0f}s)")
-        result = run_case(case, config, log=log)
-        log(f"  -> {case.profile} {case.mode} {case.calls:,}: {result.status}"
-            + (f" in {result.wall:.1f}s" if result.wall is not None else "")
-            + (f": {result.note}" if result.note and result.status != "ok" else ""))
-        return result
+        runs: list[Result] = []
+        for _ in range(args.repeat):
+            log(f"run: {case.profile} {case.mode} {case.calls:,} calls (floor {floor_for(case, config).seconds:.0f}s)")
+            result = run_case(case, config, log=log)
+            log(f"  -> {case.profile} {case.mode} {case.calls:,}: {result.status}"
+                + (f" in {result.wall:.1f}s" if result.wall is not None else "")
+                + (f": {result.note}" if result.note and result.status != "ok" else ""))
+            if result.status != "ok":
+                return result
+            runs.append(result)
+        runs.sort(key=lambda r: r.wall)
+        chosen = runs[len(runs) // 2]
+        if len(runs) > 1:
+            chosen.note = (chosen.note + "; " if chosen.note else "") + (
+                f"the median of {len(runs)} runs, whose wall times were "
+                + ", ".join(f"{r.wall:.1f}" for r in runs) + " s")
+        return chosen
 
     # Real rows wait on the rate limits (their CPU is a few seconds in minutes): unless --sequential they
     # run side by side, and alongside the raw rows, which run one at a time.
