@@ -175,6 +175,7 @@ class Result:
     summary: str = ""
     sandbox_seconds: float | None = None
     sandbox_cpu: float | None = None  # CPU the emulators spent serving the run (the other process)
+    steal: float | None = None  # CPU the hypervisor took from this machine during the run
     endpoints: dict[str, dict[str, int]] = field(default_factory=dict)  # api -> request kind -> count
 
 
@@ -442,7 +443,7 @@ def run_case(case: Case, config: Config, *, log: Any) -> Result:
             log(f"  {case.profile} {case.mode} {case.calls:,}: sandbox ready in {ready['seconds']:.1f}s; "
                 "running the tool")
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
-                began = time.perf_counter()
+                began, steal = time.perf_counter(), _steal_seconds()
                 env = {**os.environ, "PYTHONUNBUFFERED": "1"}
                 if ready_aircall.get("ca"):
                     # Aircall over HTTPS, from the sandbox's CA (the tool reads either variable).
@@ -450,6 +451,8 @@ def run_case(case: Case, config: Config, *, log: Any) -> Result:
                 proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=work, env=env)
                 code, usage = _wait(proc, config.timeout)
                 result.wall = time.perf_counter() - began
+                if steal is not None and (after := _steal_seconds()) is not None:
+                    result.steal = after - steal
             result.cpu = usage.ru_utime + usage.ru_stime
             result.rss_kib = usage.ru_maxrss // 1024 if sys.platform == "darwin" else usage.ru_maxrss
             stderr = err_path.read_text(encoding="utf-8", errors="replace")
@@ -580,6 +583,8 @@ def notes(results: list[Result]) -> list[str]:
             parts.append("throttled/failed requests: " + ", ".join(f"{k}: {v}" for k, v in sorted(r.faults.items())))
         if r.sandbox_cpu is not None:
             parts.append(f"emulators' CPU while serving: {r.sandbox_cpu:.1f}s")
+        if r.steal is not None:
+            parts.append(f"CPU taken by the hypervisor during the run (steal, both cores): {r.steal:.1f}s")
         if r.sandbox_seconds is not None and r.status == "ok":
             parts.append(f"sandbox built in {r.sandbox_seconds:.1f}s (not measured)")
         if parts:
@@ -613,6 +618,19 @@ def _git_commit() -> str:
         return commit + (" + uncommitted changes in aircall_sync/" if dirty else "") + where
     except (OSError, subprocess.CalledProcessError):
         return "unknown" + where
+
+
+def _steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to others (all cores), from /proc/stat; None off Linux.
+
+    On a shared virtual machine this is what makes the same row take 5 s or 12 s.
+    """
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _load() -> str:
