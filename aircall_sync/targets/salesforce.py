@@ -462,13 +462,11 @@ class SalesforceOrg:
 
     # ------------------------------------------------------------ Bulk API 2.0 (§4)
 
-    def bulk(self, sobject: str, operation: str, records: Sequence[Mapping[str, Any]], *, key: str) -> list[SaveResult]:
-        """Insert or update through a Bulk API 2.0 ingest job; results in the order of ``records``."""
-        return self.bulk_results(self.bulk_submit(sobject, operation, records, key=key))
-
     def bulk_submit(self, sobject: str, operation: str, records: Sequence[Mapping[str, Any]], *,
                     key: str) -> BulkJob:
-        """Create the ingest job, upload its rows and close it; Salesforce then processes it on its own (§4).
+        """Insert or update through a Bulk API 2.0 ingest job: create it, upload its rows and close it.
+
+        Salesforce then processes it on its own (§4).
 
         The caller may do other work before :meth:`bulk_results` waits for it.
         Bulk results come back unordered and without our row numbers, so each
