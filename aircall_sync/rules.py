@@ -346,7 +346,7 @@ def assess(call: Call, settings, now: datetime) -> Assessment:
     hours = sync.business_hours
     is_settled, why = settled(call, now, sync.lag)
     decisions = {}
-    for target, call_flow in _call_flows(settings):
+    for target, call_flow in settings.derived(_flow_tables):
         decisions[target] = decide(
             call,
             call_flow,
@@ -371,12 +371,8 @@ def assess(call: Call, settings, now: datetime) -> Assessment:
 
 
 
-def _call_flows(settings) -> tuple[tuple[str, dict[str, str]], ...]:
-    """Each enabled target with its kind → flow table; built once per settings object, not per call."""
-    return settings.derived(_flow_tables)
-
-
 def _flow_tables(settings) -> tuple[tuple[str, dict[str, str]], ...]:
+    """Each enabled target with its kind → flow table (built once per settings object, not per call)."""
     return tuple(
         (target, {kind.value: getattr(settings, target).call_flow.for_kind(kind.value) for kind in Kind})
         for target in settings.enabled_targets()

@@ -253,11 +253,29 @@ def _enabled_fields(section: Any) -> dict[str, str]:
 
     Read for every call, so computed once: sections are frozen.
     """
-    cached = section.__dict__.get("_enabled")
-    if cached is None:
-        cached = {f.name: getattr(section, f.name) for f in toml_fields(type(section)) if getattr(section, f.name)}
-        object.__setattr__(section, "_enabled", cached)
-    return dict(cached)  # a copy: the caller may change it
+    enabled = _memo(section, _enabled_of)
+    return dict(enabled)  # a copy: the caller may change it
+
+
+def _enabled_of(section: Any) -> dict[str, str]:
+    return {f.name: getattr(section, f.name) for f in toml_fields(type(section)) if getattr(section, f.name)}
+
+
+def _memo(frozen: Any, build: Callable[[Any], _T]) -> _T:
+    """``build(frozen)``, computed once per object of a frozen settings dataclass.
+
+    What is read off a frozen object alone never changes. The cache is not a
+    field: equality, hashing and ``repr`` ignore it.
+    """
+    cache = frozen.__dict__.get("_memo")
+    if cache is None:
+        cache = {}
+        object.__setattr__(frozen, "_memo", cache)
+    try:
+        return cache[build]
+    except KeyError:
+        value = cache[build] = build(frozen)
+        return value
 
 
 def toml_fields(cls: type) -> list[dataclasses.Field[Any]]:
@@ -875,20 +893,10 @@ class Settings:
     def derived(self, build: Callable[[Settings], _T]) -> _T:
         """``build(self)``, computed once for this object.
 
-        Settings are frozen, so what is read off them alone never changes: code that
-        runs once per call (fingerprints, flow tables) asks here instead of rebuilding
-        it 100,000 times. The cache is not a field: equality, hashing and ``repr``
-        ignore it.
+        Code that runs once per call (fingerprints, flow tables) asks here
+        instead of rebuilding it 100,000 times.
         """
-        cache = self.__dict__.get("_derived")
-        if cache is None:
-            cache = {}
-            object.__setattr__(self, "_derived", cache)
-        try:
-            return cache[build]
-        except KeyError:
-            value = cache[build] = build(self)
-            return value
+        return _memo(self, build)
 
     def call_flow(self, target: str) -> CallFlow:
         if target not in TARGETS:
