@@ -239,13 +239,18 @@ class SalesforceTaskTarget:
     def _match_for(self, a: Assessment) -> Match | None:
         return self._matches.get(a.external.e164) if a.external else None
 
-    def _plan_call(self, plan: CallPlan, batch: Batch, current: Mapping[str, Any] | None) -> None:
-        a = plan.assessment
-        call = a.call
+    def _match_or_new(self, a: Assessment, batch: Batch) -> tuple[Match | None, str]:
+        """The record a call is logged on (a new one planned when its number matches none), and why."""
         match = self._match_for(a)
         note = self._match_note(a, match)
         if match is None and a.external is not None:
             match = self._plan_new_record(a, batch)
+        return match, note
+
+    def _plan_call(self, plan: CallPlan, batch: Batch, current: Mapping[str, Any] | None) -> None:
+        a = plan.assessment
+        call = a.call
+        match, note = self._match_or_new(a, batch)
         what_id = None
         if match is not None and match.object == "Contact" and not match.created:
             what_id = self._links.get(match.id)
@@ -835,10 +840,7 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
 
         a = plan.assessment
         call = a.call
-        match = self._match_for(a)
-        note = self._match_note(a, match)
-        if match is None and a.external is not None:
-            match = self._plan_new_record(a, batch)
+        match, note = self._match_or_new(a, batch)
         draft = build_voice(call, a, self._ctx(match), self.settings)
         for warning in draft.warnings:
             self._warn_once(warning)
