@@ -67,6 +67,14 @@ def tasks(box: Sandbox) -> list[dict]:
     return box.sf_store.records("Task")
 
 
+def wait_for_bulk_jobs(box: Sandbox, seconds: float = 30) -> None:
+    """Until the emulated org has ended every Bulk job (they run after the close answers)."""
+    deadline = time.monotonic() + seconds
+    while any(job.visible_state() not in ("JobComplete", "Failed") for job in box.salesforce.app._jobs.values()):
+        assert time.monotonic() < deadline, "a Bulk job did not end"
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------- budgets (counted on the sandbox)
 
 
@@ -339,10 +347,7 @@ def test_a_bulk_job_left_processing_by_a_dead_run_is_waited_for_not_written_agai
     second = run(config, "-v", "backfill", "--from", FROM, "--to", TO)
     assert second.exit_code == 0, second.output
     assert "left processing by an earlier run" in second.output
-    deadline = time.monotonic() + 30  # every job ended: a duplicate would be visible now
-    while any(job.visible_state() not in ("JobComplete", "Failed") for job in box.salesforce.app._jobs.values()):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_bulk_jobs(box)  # every job ended: a duplicate would be visible now
     call_objects = [t["CallObject"] for t in tasks(box)]
     assert len(call_objects) == len(set(call_objects)) > 250
 
@@ -357,10 +362,7 @@ def test_a_bulk_job_that_never_ends_stops_the_run_with_one_line(box, tmp_path, m
     assert result.exit_code == 1
     assert result.output.splitlines()[-1].startswith("error: Salesforce Bulk job ")
     assert "minutes; run again later" in result.output and "Traceback" not in result.output
-    deadline = time.monotonic() + 30  # the job still lands: the next run waits for it (test above)
-    while any(job.visible_state() not in ("JobComplete", "Failed") for job in box.salesforce.app._jobs.values()):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_bulk_jobs(box)  # the job still lands: the next run waits for it (test above)
 
 
 def test_a_second_run_while_the_lock_is_held_exits_4(box, tmp_path):
