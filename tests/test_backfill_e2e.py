@@ -29,7 +29,8 @@ runner = CliRunner()
 
 
 def make_box(**kwargs) -> Sandbox:
-    options = SandboxOptions(calls=kwargs.pop("calls", 300), seed=kwargs.pop("seed", 4), days=5, end=END, **kwargs)
+    options = SandboxOptions(calls=kwargs.pop("calls", 300), seed=kwargs.pop("seed", 4), days=5,
+                             end=kwargs.pop("end", END), **kwargs)
     return Sandbox(options).start()
 
 
@@ -375,16 +376,22 @@ def test_a_second_run_while_the_lock_is_held_exits_4(box, tmp_path):
     assert "another aircall-sync run holds the lock" in result.stderr
 
 
-def test_sync_starts_at_now_minus_revisit_and_moves_the_watermark(box, tmp_path):
-    config = settings_for(box, tmp_path, sync={"revisit": "30d"})
-    result = run(config, "sync")
-    assert result.exit_code == 0, result.output
-    assert len(tasks(box)) > 250
-    status = run(config, "status")
-    assert "Sync watermark: 20" in status.stdout
-    again = run(config, "sync")
-    assert again.exit_code == 0
-    assert "created" not in again.stdout.split("salesforce:")[1].split(".")[0]
+def test_sync_starts_at_now_minus_revisit_and_moves_the_watermark(tmp_path):
+    # sync reads up to the wall clock, so its calls are built relative to now, not at the fixed END:
+    # a box at END held no call in the window once END was more than `revisit` ago (issue 11).
+    box = make_box(end=datetime.now(UTC).replace(microsecond=0))
+    try:
+        config = settings_for(box, tmp_path, sync={"revisit": "30d"})
+        result = run(config, "sync")
+        assert result.exit_code == 0, result.output
+        assert len(tasks(box)) > 250
+        status = run(config, "status")
+        assert "Sync watermark: 20" in status.stdout
+        again = run(config, "sync")
+        assert again.exit_code == 0
+        assert "created" not in again.stdout.split("salesforce:")[1].split(".")[0]
+    finally:
+        box.stop()
 
 
 def test_explain_shows_the_match_and_the_exact_task(box, tmp_path):
