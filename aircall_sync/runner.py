@@ -32,7 +32,7 @@ from aircall_sync.aircall.client import AircallClient, BadCall
 from aircall_sync.aircall.models import Call, CallParseError
 from aircall_sync.errors import RecordsFailedError, UsageError
 from aircall_sync.plan import Change
-from aircall_sync.state import State
+from aircall_sync.state import State, acquire_lock
 
 log = logging.getLogger("aircall_sync")
 
@@ -524,13 +524,18 @@ def execute(
     if limit is not None and limit < 1:
         raise UsageError(f"--limit: expected a positive number of calls, got {limit}")
     names = target_names(settings, which)
-    state, close_state = open_state(settings.sync.state_path, dry_run)
-    lock = None
+    # The run lock comes first: a run that will give way (exit 4) must not touch the state file,
+    # which the run holding the lock may be creating at this very moment.
+    lock = None if dry_run else acquire_lock(settings.sync.state_path, command)
+    try:
+        state, close_state = open_state(settings.sync.state_path, dry_run)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
     report = None
     progress = None
     try:
-        if not dry_run:
-            lock = state.lock(command)
         if report_path is not None:
             try:
                 report = open(report_path, "w", encoding="utf-8")

@@ -480,6 +480,12 @@ def _newer_error(path: Path, found: int, known: int) -> StateError:
 
 
 def _check_ours(conn: sqlite3.Connection, path: Path, known: int) -> int:
+    """Refuse a file that is not ours or is newer; the caller holds a transaction.
+
+    The three reads must see one snapshot: read one by one, they could see
+    another process's migration half before and half after its commit (no
+    application id yet, but a schema version), and call a fresh file foreign.
+    """
     app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])
     version = _user_version(conn)
     has_tables = conn.execute(
@@ -501,12 +507,11 @@ def _migrate(conn: sqlite3.Connection, path: Path, migrations: list[Migration]) 
     if _user_version(conn) == known:
         return known
     # IMMEDIATE takes the write lock before reading the version, so two
-    # processes opening a fresh file at once cannot both migrate it.
+    # processes opening a fresh file at once cannot both migrate it; the file
+    # is checked again under that lock, as it is now, before it is changed.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        current = _user_version(conn)
-        if current > known:
-            raise _newer_error(path, current, known)
+        current = _check_ours(conn, path, known)
         for number in range(current, known):
             step = migrations[number]
             try:
@@ -534,6 +539,27 @@ def _migrate(conn: sqlite3.Connection, path: Path, migrations: list[Migration]) 
     return known
 
 
+def _journal_wal(conn: sqlite3.Connection) -> str:
+    """Switch the file to WAL (a no-op once it is), waiting for other openers.
+
+    Changing the journal mode needs the file to itself, and SQLite answers
+    SQLITE_BUSY at once instead of calling the busy handler when another
+    connection reads or migrates it at that moment: two runs opening a fresh
+    file together would see a false "stayed locked". So it is retried here,
+    for as long as any other statement waits for a lock.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    pause = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if _sqlite_code(exc) not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(
         str(path),
@@ -545,8 +571,13 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
         known = len(MIGRATIONS)
         # Checked before anything writes, so a foreign or newer file is not altered.
-        _check_ours(conn, path, known)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("BEGIN")
+        try:
+            _check_ours(conn, path, known)
+        finally:
+            if conn.in_transaction:  # SQLite may have ended it on an error (not a database, I/O)
+                conn.execute("COMMIT")
+        mode = _journal_wal(conn)
         if str(mode).lower() != "wal":
             # Happens on file systems without shared memory (NFS, some FUSE);
             # the rollback journal with synchronous=FULL is as safe, only slower.
