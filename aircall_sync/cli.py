@@ -33,6 +33,7 @@ from aircall_sync.errors import (
     OrgMismatchError,
     RecordsFailedError,
     SettingsError,
+    TargetsStoppedError,
     UsageError,
 )
 from aircall_sync.settings import Settings, default_config_path, load_settings, write_example
@@ -57,7 +58,14 @@ EXIT_TABLE_HELP = (
 )
 
 
+#: When several things went wrong, the exit code is the first of these that applies.
+WORST_FIRST = (1, 5, 2, 4, 3)
+
+
 def exit_code_for(exc: BaseException) -> int:
+    if isinstance(exc, TargetsStoppedError):  # issue 11: the worse of the targets' outcomes
+        codes = {exit_code_for(e) for e in exc.errors.values()} | ({3} if exc.records_failed else set())
+        return next(code for code in WORST_FIRST if code in codes)
     for cls, code in EXIT_CODES:
         if isinstance(exc, cls):
             return code

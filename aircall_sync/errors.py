@@ -49,3 +49,30 @@ class StateError(AircallSyncError):
 
 class RecordsFailedError(AircallSyncError):
     """The run finished but some records failed (exit 3)."""
+
+
+class TargetsStoppedError(AircallSyncError):
+    """A target met a run-stopping error and ended for the run while the others went on.
+
+    ``errors`` maps each stopped target to its error. The exit code is the worst
+    of theirs (``cli.exit_code_for``), and at least 3 when records failed too.
+    """
+
+    def __init__(self, errors: dict[str, BaseException], *, finished: list[str], records_failed: int = 0):
+        self.errors = dict(errors)
+        self.finished = list(finished)
+        self.records_failed = records_failed
+        lines = [f"{name} stopped: {stop_message(exc)}" for name, exc in self.errors.items()]
+        went_on = f"{', '.join(self.finished)} finished; " if self.finished else ""
+        lines.append(f"{went_on}the calls {' and '.join(self.errors)} did not log are left for the next run"
+                     + (f"; {records_failed} record(s) failed (`aircall-sync status` lists them)"
+                        if records_failed else ""))
+        super().__init__("\n".join(lines))
+
+
+def stop_message(exc: BaseException) -> str:
+    """One line for an error that stopped a target: ours say what to do; anything else is a bug."""
+    if isinstance(exc, AircallSyncError):
+        return str(exc)
+    return (f"unexpected {type(exc).__name__}; this is a bug in aircall-sync (run again with --verbose for the "
+            "traceback and report it)")

@@ -159,9 +159,11 @@ def run_summary(out: IO[str], summary) -> None:
     """The end of a real run: what happened per target, the requests it took, the failures."""
     c = console(out)
     parts = []
-    for target in sorted({t for t, _ in summary.outcomes}):
-        counts = ", ".join(f"{n} {o}" for (t, o), n in sorted(summary.outcomes.items()) if t == target)
-        parts.append(f"{target}: {counts}")
+    for target in sorted({t for t, _ in summary.outcomes} | set(summary.stopped)):
+        counts = [f"{n} {o}" for (t, o), n in sorted(summary.outcomes.items()) if t == target]
+        if target in summary.stopped:  # its error follows on stderr
+            counts.append("stopped before the end")
+        parts.append(f"{target}: {', '.join(counts)}")
     c.print(f"{summary.command.capitalize()} finished in {summary.seconds:.1f}s: {summary.calls} call(s)"
             + (f"; {'; '.join(parts)}" if parts else "") + ".", markup=False)
     requests = ", ".join(f"{k} {v}" for k, v in summary.requests.items())

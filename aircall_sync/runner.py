@@ -30,7 +30,7 @@ from typing import IO, Any
 from aircall_sync import render, rules
 from aircall_sync.aircall.client import AircallClient, BadCall
 from aircall_sync.aircall.models import Call, CallParseError
-from aircall_sync.errors import RecordsFailedError, UsageError
+from aircall_sync.errors import RecordsFailedError, StateError, TargetsStoppedError, UsageError, stop_message
 from aircall_sync.plan import Change
 from aircall_sync.state import State, acquire_lock
 
@@ -59,6 +59,8 @@ class RunSummary:
     requests: dict[str, int] = field(default_factory=dict)
     retries: dict[str, int] = field(default_factory=dict)
     watermark: datetime | None = None
+    #: Targets that met a run-stopping error, with its message; the others went on (issue 11).
+    stopped: dict[str, str] = field(default_factory=dict)
     resumed_windows: int = 0
     seconds: float = 0.0
 
@@ -70,6 +72,7 @@ class RunSummary:
             "outcomes": {f"{t}.{o}": n for (t, o), n in sorted(self.outcomes.items())},
             "requests": self.requests,
             "retries": self.retries,
+            **({"stopped": self.stopped} if self.stopped else {}),
         }
 
 
@@ -114,10 +117,14 @@ class Runner:
         progress: Callable[[str, int], None] | None = None,
         now: datetime | None = None,
         limit: int | None = None,
+        stopped: dict[str, BaseException] | None = None,
+        names: list[str] | None = None,
     ):
         self.settings = settings
         self.command = command
         self.targets = targets
+        #: Every target the command writes to, stopped at sign-in or not: a backfill's range key.
+        self.names = names or [t.name for t in targets]
         self.state = state
         self.client = client
         self.dry_run = dry_run
@@ -127,6 +134,10 @@ class Runner:
         self.now = now or datetime.now(UTC)
         self.limit = limit
         self.summary = RunSummary(command, dry_run)
+        #: Targets ended for this run by an error of their own (at sign-in, or mid-run): see _stop.
+        self.stopped: dict[str, BaseException] = {}
+        for name, exc in (stopped or {}).items():
+            self._stop(name, exc)
         self.run_id: int | None = None
         self._started = time.monotonic()
         self._sent: _Sent | None = None  # the chunk whose writes are in flight
@@ -135,7 +146,7 @@ class Runner:
     # ------------------------------------------------------------ entry points
 
     def backfill(self, start: datetime, end: datetime) -> RunSummary:
-        key = f"{'+'.join(t.name for t in self.targets)}|{_iso(start)}|{_iso(end)}"
+        key = f"{'+'.join(self.names)}|{_iso(start)}|{_iso(end)}"
         windows = _windows(start, end)
         resumed = None if self.dry_run else self.state.unfinished_backfill(key)
         if resumed is not None:
@@ -152,10 +163,10 @@ class Runner:
             lo, hi = (datetime.fromtimestamp(t, UTC) for t in window)
             self._process(self._prefetch(self.client.iter_calls(lo, hi, on_bad=self.summary.unreadable.append)),
                           checkpoint=None if self.dry_run else (key, window))
-            if self._limit_reached():
+            if self._limit_reached() or not self.active_targets():
                 break
         else:
-            if not self.dry_run:
+            if not self.dry_run and not self.stopped:
                 self.state.finish_backfill(key)
         return self._finish()
 
@@ -170,9 +181,13 @@ class Runner:
             start = min(watermark - s.revisit, end)
         if start < end:
             self._process(self._prefetch(self.client.iter_calls(start, end, on_bad=self.summary.unreadable.append)))
-        if not self.dry_run:
+        if self.stopped:
+            # The stopped target's calls were not all logged: the next sync reads them again
+            # (the other targets' are unchanged by then and cost no write).
+            log.info("the sync watermark stays where it was: %s stopped", " and ".join(self.stopped))
+        elif not self.dry_run:
             self.state.set_watermark(end)
-        self.summary.watermark = end
+            self.summary.watermark = end
         return self._finish()
 
     def retry(self) -> RunSummary:
@@ -193,6 +208,44 @@ class Runner:
         self._process((self._assess(call) for call in calls()), only_changed=False)
         return self._finish()
 
+    # ------------------------------------------------------------ one target's stop
+
+    def active_targets(self) -> list:
+        return [t for t in self.targets if t.name not in self.stopped]
+
+    def _stop(self, name: str, exc: BaseException) -> None:
+        """A run-stopping error of one target ends that target for this run; the others go on.
+
+        Salesforce's daily API limit must not stop Front logging, nor a revoked Front token
+        stop Salesforce (issue 11). The stopped target's calls from here on are not
+        written, and nothing is checkpointed for them (no backfill window completed, no
+        watermark moved), so the next run picks them up.
+        """
+        if name in self.stopped:
+            return
+        self.stopped[name] = exc
+        self.summary.stopped[name] = stop_message(exc)
+        log.debug("%s stopped", name, exc_info=exc)
+        others = [t.name for t in self.active_targets()]
+        log.warning("%s stopped: %s%s", name, stop_message(exc),
+                    f"; {' and '.join(others)} go(es) on" if others else "")
+
+    def _each(self, targets: list, step: Callable[[Any], Any]) -> list[tuple[Any, Any]]:
+        """``step(target)`` for each target; a target whose step raises is stopped, not the run.
+
+        A broken state file stops everything (it is every target's), and so does an
+        interruption (``KeyboardInterrupt`` is not an ``Exception``).
+        """
+        out = []
+        for target in targets:
+            try:
+                out.append((target, step(target)))
+            except StateError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported through _stop, with the traceback under -v
+                self._stop(target.name, exc)
+        return out
+
     # ------------------------------------------------------------ the loop
 
     def _limit_reached(self) -> bool:
@@ -211,7 +264,7 @@ class Runner:
         chunk: list[rules.Assessment] = []
         try:
             for assessment in assessments:
-                if self._limit_reached():
+                if self._limit_reached() or not self.active_targets():
                     break
                 if not assessment.settled:
                     self.summary.unsettled += 1
@@ -243,7 +296,7 @@ class Runner:
         follows the order of the writes.
         """
         self._chunks += 1
-        batches = [(target, target.plan(chunk, only_changed=only_changed)) for target in self.targets]
+        batches = self._each(self.active_targets(), lambda target: target.plan(chunk, only_changed=only_changed))
         if self.dry_run:
             for _target, batch in batches:
                 for change in batch.changes():
@@ -255,24 +308,38 @@ class Runner:
         if self._sent is not None:
             self._collect(self._sent)
         sent = self._sent = _Sent(len(chunk), checkpoint)
-        for target, batch in batches:
+        plans = dict(batches)
+
+        def send(target) -> Callable[[], list]:
+            batch = plans[target]
             submit = getattr(target, "submit", None)
             if submit is not None:
                 collect = submit(batch)
             else:
-                outcomes = target.apply(batch)
+                try:
+                    outcomes = target.apply(batch)
+                except Exception as exc:
+                    # Stopped mid-batch: what it wrote before the error is still recorded (below, in
+                    # _collect), so that the next run does not post it again.
+                    partial = getattr(exc, "outcomes", None)
+                    if partial:
+                        sent.targets.append((target, lambda partial=partial: partial))
+                    raise
                 collect = lambda outcomes=outcomes: outcomes  # noqa: E731
             for change in batch.changes():
                 self.summary.changes[(change.target, change.object, change.action.value)] += 1
-            sent.targets.append((target, collect))
+            return collect
+
+        sent.targets.extend(self._each([t for t, _ in batches], send))
         sent.complete = True
 
     def _collect(self, sent: _Sent) -> None:
         """Wait for a sent chunk's results; record them, and its window's checkpoint, in one transaction.
 
         Once only, even when it fails (a collect function is not run twice). The
-        checkpoint is recorded only for a chunk every target sent and collected:
-        otherwise a resumed run would skip calls that were never written.
+        checkpoint is recorded only for a chunk every target sent and collected,
+        and only while no target has stopped: otherwise a resumed run would skip
+        calls that were never written.
         """
         if self._sent is sent:
             self._sent = None
@@ -281,13 +348,13 @@ class Runner:
         error: BaseException | None = None
         for target, collect in targets:
             try:
-                results.append((target, collect()))
+                results.extend(self._each([target], lambda _target, collect=collect: collect()))
             except BaseException as exc:  # the others are still recorded, then this is raised
                 error = error or exc
         with self.state.transaction():
             for target, outcomes in results:
                 target.record(outcomes, self.run_id)
-            if sent.checkpoint is not None and sent.complete and error is None:
+            if sent.checkpoint is not None and sent.complete and error is None and not self.stopped:
                 self.state.complete_window(*sent.checkpoint)
         for target, outcomes in results:
             for outcome in outcomes:
@@ -466,21 +533,38 @@ def front_client(settings):
     return FrontClient(f.base_url, f.api_token.reveal(), requests_per_minute=f.requests_per_minute)
 
 
-def connect_targets(settings, names: list[str], state: State, *, dry_run: bool = False) -> list:
+def connect_targets(settings, names: list[str], state: State, *, dry_run: bool = False,
+                    stopped: dict[str, BaseException] | None = None) -> list:
+    """The signed-in targets. With ``stopped``, a target that cannot start is put there and the
+    others start anyway (issue 11: one target's refusal does not stop the other); the first
+    error is raised when none starts."""
     from aircall_sync.targets.front import FrontTarget
     from aircall_sync.targets.salesforce_target import SalesforceTaskTarget, SalesforceVoiceTarget
 
-    targets = []
-    for name in names:
+    def start(name: str):
         if name == "front":
             target = FrontTarget(settings, front_client(settings), state, dry_run=dry_run)
-            target.start()
-            targets.append(target)
-        if name == "salesforce":
+        else:
             cls = SalesforceVoiceTarget if settings.salesforce.mode == "voice" else SalesforceTaskTarget
             target = cls(settings, connect_org(settings), state)
-            target.start()
-            targets.append(target)
+        target.start()
+        return target
+
+    targets = []
+    errors: dict[str, BaseException] = {}
+    for name in names:
+        try:
+            targets.append(start(name))
+        except StateError:
+            raise
+        except Exception as exc:
+            if stopped is None:
+                raise
+            errors[name] = exc
+    if errors and not targets:
+        raise next(iter(errors.values()))
+    if stopped is not None:
+        stopped.update(errors)
     return targets
 
 
@@ -542,7 +626,8 @@ def execute(
             except OSError as exc:
                 raise UsageError(f"--report: cannot write {report_path}: {exc.strerror}") from None
         with aircall_client(settings) as client:
-            targets = connect_targets(settings, names, state, dry_run=dry_run)
+            stopped: dict[str, BaseException] = {}
+            targets = connect_targets(settings, names, state, dry_run=dry_run, stopped=stopped)
             if FREEZE_AT_START:
                 import gc
 
@@ -553,7 +638,8 @@ def execute(
                 sink = ChangeSink(out, fmt, printer)
             progress = render.Progress(err, command, quiet=quiet or fmt == "json")
             runner = Runner(settings, command, targets=targets, state=state, client=client, dry_run=dry_run,
-                            sink=sink, report=report, progress=progress, now=now, limit=limit)
+                            sink=sink, report=report, progress=progress, now=now, limit=limit, stopped=stopped,
+                            names=names)
             if not dry_run:
                 runner.run_id = state.start_run(command, {"from": start and _iso(start), "to": end and _iso(end),
                                                           "target": which, "limit": limit})
@@ -571,21 +657,28 @@ def execute(
             finally:
                 progress.close()
             if runner.run_id is not None:
-                state.finish_run(runner.run_id, "failed-records" if summary.failures else "ok", summary.counts())
+                outcome = ("error" if not runner.active_targets() else "target-stopped") if runner.stopped else (
+                    "failed-records" if summary.failures else "ok")
+                state.finish_run(runner.run_id, outcome, summary.counts())
     finally:
         if report is not None:
             report.close()
         if lock is not None:
             lock.release()
         close_state()
+    if runner.stopped and len(names) == 1:
+        raise next(iter(runner.stopped.values()))  # the only target: its error is the run's, as it was
     if dry_run:
         if printer is not None:
             printer.close()
             render.plan_table(out, runner.plan_summary())
     else:
         render.run_summary(out, summary)
-        if summary.failures:
-            raise RecordsFailedError(f"{len(summary.failures)} record(s) failed; `aircall-sync status` lists them")
+    if runner.stopped:
+        raise TargetsStoppedError(runner.stopped, finished=[t.name for t in runner.active_targets()],
+                                  records_failed=len(summary.failures))
+    if summary.failures and not dry_run:
+        raise RecordsFailedError(f"{len(summary.failures)} record(s) failed; `aircall-sync status` lists them")
     return summary
 
 

@@ -307,6 +307,11 @@ class FrontTarget:
                                                                           "message": str(exc)},
                                         fingerprint=item.fingerprint))
                 continue
+            except Exception as exc:
+                # A run-stopping error (a revoked token, Front out of reach) ends Front for the run. The
+                # calls logged before it go with it, to be recorded: Front does not deduplicate comments.
+                exc.outcomes = outcomes  # type: ignore[attr-defined]
+                raise
             outcomes.append(Outcome(call.id, TARGET, "created", records=records, fingerprint=item.fingerprint))
         return outcomes
 

@@ -329,6 +329,14 @@ class SalesforceOrg:
                 )
             if status >= 300:
                 code = _error_code(response)
+                if code == "REQUEST_LIMIT_EXCEEDED":  # 403: the org's rolling 24-hour allowance is used up
+                    raise SalesforceApiError(
+                        f"Salesforce refused {method} {_short(url)}: REQUEST_LIMIT_EXCEEDED: "
+                        f"{_error_message(response)} (the org's API requests allowed over 24 hours are used up; "
+                        "Setup > Company Information shows them)",
+                        status,
+                        code,
+                    )
                 raise SalesforceApiError(
                     f"Salesforce refused {method} {_short(url)}: {code or status}: {_error_message(response)}",
                     status,
