@@ -11,13 +11,16 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import write_settings
 from typer.testing import CliRunner
 
 from aircall_sync.cli import app
+from aircall_sync.sandbox.front_api import DEFAULT_API_TOKEN as FRONT_TOKEN
 from aircall_sync.sandbox.front_api import validate_request
 from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
+from aircall_sync.state import State
 
 END = datetime(2026, 10, 31, 12, tzinfo=UTC)
 FROM, TO = "2026-10-26", "2026-10-31"
@@ -234,6 +237,54 @@ def test_R_FRONT_2_archived_opens_a_new_conversation_moved_keeps_receiving(tmp_p
         assert after_b == first_b  # moved by an agent: still the one that receives the calls
         assert store.conversations[next(iter(first_b))].inbox_id == store.inbox("Support").id
         assert len(store.conversations[unrelated.id].messages) == 1
+        assert_contract(box)
+    finally:
+        box.stop()
+
+
+def agent_sets_status(box: Sandbox, conversation_id: str, status: str) -> None:
+    """What a Front user does to a conversation, through Front's own API (PATCH, [spec] update-conversation)."""
+    with httpx.Client(base_url=box.front_sandbox.url, headers={"Authorization": f"Bearer {FRONT_TOKEN}"}) as http:
+        assert http.patch(f"/conversations/{conversation_id}", json={"status": status}).status_code == 204
+
+
+@pytest.mark.parametrize("status", ["archived", "deleted"])
+def test_R_FRONT_2_3_a_conversation_closed_before_its_id_was_known_is_not_reused(tmp_path, status):
+    """Run 1 opens a conversation and never learns its id (no comment to post, so the
+    thread_ref import is never resolved); an agent archives or deletes it; run 2's call
+    of the same contact opens a new conversation (R-FRONT-2) whose subject is the new
+    call's (R-FRONT-3), and the closed one receives nothing and stays closed."""
+    box = make_box(calls=0)
+    try:
+        store, server = box.front_store, box.front_sandbox.server
+        config = settings_for(box, tmp_path)
+        digits = "+1 646-555-3890"  # calls=0: the two calls below are the only ones
+        e164 = "+16465553890"
+        at = int(END.timestamp()) - 3 * 3600
+        box.aircall_store.add_calls([{"started_at": at, "answered_at": None, "ended_at": at + 30,
+                                      "raw_digits": digits}])  # missed, no comments
+        backfill(config)
+        (first,) = store.conversations_of(e164)
+        assert first.subject.startswith("Missed call - ")
+        with State.open(tmp_path / "state.sqlite3") as state:
+            remembered = state.cache_get("front.conversation", [e164])[e164]
+        # The case of the defect: the state knows the thread, not the conversation's id.
+        assert remembered.get("uid") and remembered.get("thread_ref") and not remembered.get("conversation_id")
+        agent_sets_status(box, first.id, status)
+        messages_before = len(first.messages)
+
+        box.aircall_store.add_calls([{"started_at": at + 3600, "answered_at": at + 3605, "ended_at": at + 3700,
+                                      "raw_digits": digits}])  # answered inbound: another subject
+        backfill(config)
+
+        assert store.conversation(first.id).status == status  # not reopened
+        assert len(store.conversation(first.id).messages) == messages_before  # received nothing
+        (second,) = store.conversations_of(e164, statuses=["assigned", "unassigned"])
+        assert second.id != first.id
+        assert second.subject.startswith("Inbound call - ")  # the new call's, not the remembered "Missed call"
+        assert {m.subject for m in second.messages} == {second.subject}
+        # One status read for the remembered conversation, on top of resolving its id.
+        assert server.count(path_prefix=f"/conversations/{first.id}", method="GET") == 1
         assert_contract(box)
     finally:
         box.stop()
