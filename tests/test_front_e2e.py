@@ -290,6 +290,51 @@ def test_R_FRONT_2_3_a_conversation_closed_before_its_id_was_known_is_not_reused
         box.stop()
 
 
+@pytest.mark.parametrize("target_status", ["open", "archived"])
+def test_R_FRONT_2_3_a_merged_conversation_is_followed_while_open(tmp_path, target_status):
+    """The remembered conversation id (known: run 1 posted a comment) was merged by an agent:
+    Front answers 301 to the conversation it now lives in ([spec], reference §7). Open, it
+    receives the next call under its own subject; archived, the next call opens a new
+    conversation with the new call's subject (R-FRONT-2, R-FRONT-3). One status read."""
+    box = make_box(calls=0)
+    try:
+        store, server = box.front_store, box.front_sandbox.server
+        config = settings_for(box, tmp_path)
+        digits, e164 = "+1 646-555-3891", "+16465553891"
+        at = int(END.timestamp()) - 3 * 3600
+        box.aircall_store.add_calls([{"started_at": at, "answered_at": None, "ended_at": at + 30, "raw_digits": digits,
+                                      "comments": [{"id": 1, "content": "Call back tomorrow", "posted_at": at + 60,
+                                                    "posted_by": None}]}])
+        backfill(config)
+        (first,) = store.conversations_of(e164)
+        with State.open(tmp_path / "state.sqlite3") as state:
+            assert state.cache_get("front.conversation", [e164])[e164]["conversation_id"] == first.id
+        into = store.seed_conversation("Aircall Phone", e164, subject="Callback request", body="Please call back")
+        store.merge(first.id, into.id)
+        if target_status == "archived":
+            agent_sets_status(box, into.id, "archived")
+        held = len(into.messages)
+
+        box.aircall_store.add_calls([{"started_at": at + 3600, "answered_at": at + 3605, "ended_at": at + 3700,
+                                      "raw_digits": digits}])
+        backfill(config)
+
+        assert server.count(path_prefix=f"/conversations/{first.id}", method="GET", status=301) == 1
+        assert server.count(path_prefix=f"/conversations/{into.id}", method="GET") == 1
+        if target_status == "open":
+            assert len(store.conversation(into.id).messages) > held  # the call went where the thread lives
+            assert store.conversations_of(e164, statuses=["assigned", "unassigned"]) == [into]
+            assert into.subject == "Callback request"
+        else:
+            assert store.conversation(into.id).status == "archived"
+            assert len(store.conversation(into.id).messages) == held
+            (new,) = store.conversations_of(e164, statuses=["assigned", "unassigned"])
+            assert new.subject.startswith("Inbound call - ")
+        assert_contract(box)
+    finally:
+        box.stop()
+
+
 # ---------------------------------------------------------------- budget, bursts
 
 

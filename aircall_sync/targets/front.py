@@ -384,7 +384,7 @@ class FrontTarget:
         conversation_id = info.get("conversation_id")
         if not conversation_id or conversation_id in self._checked:
             return
-        conversation = self.client.conversation(conversation_id)
+        conversation = self.client.conversation(conversation_id)  # a merged one: 301 followed
         self._checked.add(conversation_id)
         if conversation is None or conversation.get("status") in ("archived", "deleted", "spam", "trashed"):
             # Gone (404) or closed: the next import opens a new conversation, and R-FRONT-3 fixes
@@ -392,7 +392,8 @@ class FrontTarget:
             for key in ("conversation_id", "thread_ref", "uid", "subject", "fresh"):
                 info.pop(key, None)
         elif conversation.get("id") and conversation["id"] != conversation_id:
-            info["conversation_id"] = conversation["id"]  # merged (301 followed)
+            info["conversation_id"] = conversation["id"]  # merged: the one it lives in now
+            self._checked.add(conversation["id"])  # its status was just read through the 301
 
     def _log_call(self, item: FrontItem) -> dict[str, str]:
         a = item.assessment
