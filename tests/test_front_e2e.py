@@ -7,6 +7,7 @@ official OpenAPI document (contract test, issue #4).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -360,6 +361,35 @@ def test_budget_combined_500_calls_over_150_contacts(tmp_path):
         assert server.count(path_prefix="/inboxes/", method="POST") == imports
         assert sum(len(c.comments) for c in box.front_store.conversations.values()) == comments
         assert_contract(box)
+    finally:
+        box.stop()
+
+
+def test_R_FRONT_2_status_reads_one_per_remembered_conversation_per_run(tmp_path):
+    """Request economy of R-FRONT-2's archive check. Run 1 (two chunks, so ids are resolved in a
+    later chunk than the import that opened them) reads no status: this run opened those
+    conversations. Run 2 reads each remembered conversation's status once, however many of the
+    contact's calls it logs."""
+    box = make_box(calls=1200, seed=4, pool_size=300, front_known_share=0.0)
+    try:
+        store = box.front_store
+        config = settings_for(box, tmp_path, activities="combined")
+
+        def status_reads(since: int) -> Counter:
+            return Counter(r.path for r in store.received[since:]
+                           if r.method == "GET" and re.fullmatch(r"/conversations/[^/]+", r.path))
+
+        backfill(config)
+        assert status_reads(0) == Counter()
+        frequent = Counter(c["raw_digits"] for c in settled_calls(box) if c["raw_digits"] != "anonymous")
+        numbers = [n for n, _ in frequent.most_common(3)]
+        at = int(END.timestamp()) - 3600
+        box.aircall_store.add_calls([{"started_at": at + 60 * i, "answered_at": None, "ended_at": at + 60 * i + 20,
+                                      "raw_digits": n} for i, n in enumerate(numbers * 2)])
+        sent = len(store.received)
+        backfill(config)
+        reads = status_reads(sent)
+        assert len(reads) == 3 and set(reads.values()) == {1}
     finally:
         box.stop()
 
