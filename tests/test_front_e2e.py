@@ -276,6 +276,14 @@ def test_R_FRONT_2_3_a_conversation_closed_before_its_id_was_known_is_not_reused
 
         box.aircall_store.add_calls([{"started_at": at + 3600, "answered_at": at + 3605, "ended_at": at + 3700,
                                       "raw_digits": digits}])  # answered inbound: another subject
+        # The dry run reads no status (it sends no request for a remembered contact) and so
+        # does not promise that the remembered conversation receives the call.
+        sent = len(store.received)
+        preview = run(config, "backfill", "--from", FROM, "--to", TO, "--dry-run", "--format", "json")
+        assert preview.exit_code == 0, preview.output
+        (conversation,) = [c for c in json.loads(preview.stdout)["changes"] if c["object"] == "conversation"]
+        assert conversation["action"] == "noop" and "archived or deleted" in conversation["note"]
+        assert {r.path for r in store.received[sent:]} == {"/inboxes", "/teammates"}
         backfill(config)
 
         assert store.conversation(first.id).status == status  # not reopened

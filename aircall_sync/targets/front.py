@@ -281,6 +281,15 @@ class FrontTarget:
                                           fields={"inbox": self.front.inbox, "subject": subject(a.call, a, self.settings)},
                                           note="R-FRONT-2: the contact has no open conversation from aircall-sync"))
                     info["thread_ref"] = f"aircall-{e164}-{a.call.id}"
+                else:
+                    # Remembered from an earlier run. Whether an agent archived it since is not read
+                    # here (up to two GETs per contact in a read-only preview): say so, not "reused".
+                    changes.append(Change(a.call.id, TARGET, "conversation", Action.NOOP,
+                                          record_id=info.get("conversation_id"),
+                                          fields={"subject": info["subject"]} if info.get("subject") else {},
+                                          note="R-FRONT-2: remembered from an earlier run; the run reads its "
+                                               "status first and, if it was archived or deleted, opens a new "
+                                               "conversation whose subject comes from this call"))
                 seen[e164] = info
             teammate = self._teammate(a.call)
             for activity in item.imports:
