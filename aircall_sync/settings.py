@@ -1167,11 +1167,14 @@ def _read_salesforce(ctx: _Context, raw: Any) -> SalesforceSettings:
     if settings.mode == "voice":
         ctx.required(settings.voice, "salesforce.voice", "call_center_id", 'salesforce.mode = "voice"')
         if "salesforce.api_version" not in ctx.bad and settings.api_version_number < 63.0:
-            # R-SFV-7: VoiceCall is createable through the API from 63.0.
-            ctx.expected(
+            # The why and the fix in one line: "expected 63.0 or later" alone left users guessing why,
+            # and whether the line is needed at all (the default is 63.0).
+            ctx.bad.add("salesforce.api_version")
+            ctx.problem(
                 "salesforce.api_version",
-                '"63.0" or later when salesforce.mode = "voice"',
-                settings.api_version,
+                f'{_show(settings.api_version)} is too old for salesforce.mode = "voice": Salesforce creates '
+                "VoiceCall records through the API only from version 63.0 (R-SFV-7); "
+                'set api_version = "63.0" or remove the line',
             )
     return settings
 

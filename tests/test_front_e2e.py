@@ -7,17 +7,21 @@ official OpenAPI document (contract test, issue #4).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import write_settings
 from typer.testing import CliRunner
 
 from aircall_sync.cli import app
+from aircall_sync.sandbox.front_api import DEFAULT_API_TOKEN as FRONT_TOKEN
 from aircall_sync.sandbox.front_api import validate_request
 from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
+from aircall_sync.state import State
 
 END = datetime(2026, 10, 31, 12, tzinfo=UTC)
 FROM, TO = "2026-10-26", "2026-10-31"
@@ -239,6 +243,107 @@ def test_R_FRONT_2_archived_opens_a_new_conversation_moved_keeps_receiving(tmp_p
         box.stop()
 
 
+def agent_sets_status(box: Sandbox, conversation_id: str, status: str) -> None:
+    """What a Front user does to a conversation, through Front's own API (PATCH, [spec] update-conversation)."""
+    with httpx.Client(base_url=box.front_sandbox.url, headers={"Authorization": f"Bearer {FRONT_TOKEN}"}) as http:
+        assert http.patch(f"/conversations/{conversation_id}", json={"status": status}).status_code == 204
+
+
+@pytest.mark.parametrize("status", ["archived", "deleted"])
+def test_R_FRONT_2_3_a_conversation_closed_before_its_id_was_known_is_not_reused(tmp_path, status):
+    """Run 1 opens a conversation and never learns its id (no comment to post, so the
+    thread_ref import is never resolved); an agent archives or deletes it; run 2's call
+    of the same contact opens a new conversation (R-FRONT-2) whose subject is the new
+    call's (R-FRONT-3), and the closed one receives nothing and stays closed."""
+    box = make_box(calls=0)
+    try:
+        store, server = box.front_store, box.front_sandbox.server
+        config = settings_for(box, tmp_path)
+        digits = "+1 646-555-3890"  # calls=0: the two calls below are the only ones
+        e164 = "+16465553890"
+        at = int(END.timestamp()) - 3 * 3600
+        box.aircall_store.add_calls([{"started_at": at, "answered_at": None, "ended_at": at + 30,
+                                      "raw_digits": digits}])  # missed, no comments
+        backfill(config)
+        (first,) = store.conversations_of(e164)
+        assert first.subject.startswith("Missed call - ")
+        with State.open(tmp_path / "state.sqlite3") as state:
+            remembered = state.cache_get("front.conversation", [e164])[e164]
+        # The case of the defect: the state knows the thread, not the conversation's id.
+        assert remembered.get("uid") and remembered.get("thread_ref") and not remembered.get("conversation_id")
+        agent_sets_status(box, first.id, status)
+        messages_before = len(first.messages)
+
+        box.aircall_store.add_calls([{"started_at": at + 3600, "answered_at": at + 3605, "ended_at": at + 3700,
+                                      "raw_digits": digits}])  # answered inbound: another subject
+        # The dry run reads no status (it sends no request for a remembered contact) and so
+        # does not promise that the remembered conversation receives the call.
+        sent = len(store.received)
+        preview = run(config, "backfill", "--from", FROM, "--to", TO, "--dry-run", "--format", "json")
+        assert preview.exit_code == 0, preview.output
+        (conversation,) = [c for c in json.loads(preview.stdout)["changes"] if c["object"] == "conversation"]
+        assert conversation["action"] == "noop" and "archived or deleted" in conversation["note"]
+        assert {r.path for r in store.received[sent:]} == {"/inboxes", "/teammates"}
+        backfill(config)
+
+        assert store.conversation(first.id).status == status  # not reopened
+        assert len(store.conversation(first.id).messages) == messages_before  # received nothing
+        (second,) = store.conversations_of(e164, statuses=["assigned", "unassigned"])
+        assert second.id != first.id
+        assert second.subject.startswith("Inbound call - ")  # the new call's, not the remembered "Missed call"
+        assert {m.subject for m in second.messages} == {second.subject}
+        # One status read for the remembered conversation, on top of resolving its id.
+        assert server.count(path_prefix=f"/conversations/{first.id}", method="GET") == 1
+        assert_contract(box)
+    finally:
+        box.stop()
+
+
+@pytest.mark.parametrize("target_status", ["open", "archived"])
+def test_R_FRONT_2_3_a_merged_conversation_is_followed_while_open(tmp_path, target_status):
+    """The remembered conversation id (known: run 1 posted a comment) was merged by an agent:
+    Front answers 301 to the conversation it now lives in ([spec], reference §7). Open, it
+    receives the next call under its own subject; archived, the next call opens a new
+    conversation with the new call's subject (R-FRONT-2, R-FRONT-3). One status read."""
+    box = make_box(calls=0)
+    try:
+        store, server = box.front_store, box.front_sandbox.server
+        config = settings_for(box, tmp_path)
+        digits, e164 = "+1 646-555-3891", "+16465553891"
+        at = int(END.timestamp()) - 3 * 3600
+        box.aircall_store.add_calls([{"started_at": at, "answered_at": None, "ended_at": at + 30, "raw_digits": digits,
+                                      "comments": [{"id": 1, "content": "Call back tomorrow", "posted_at": at + 60,
+                                                    "posted_by": None}]}])
+        backfill(config)
+        (first,) = store.conversations_of(e164)
+        with State.open(tmp_path / "state.sqlite3") as state:
+            assert state.cache_get("front.conversation", [e164])[e164]["conversation_id"] == first.id
+        into = store.seed_conversation("Aircall Phone", e164, subject="Callback request", body="Please call back")
+        store.merge(first.id, into.id)
+        if target_status == "archived":
+            agent_sets_status(box, into.id, "archived")
+        held = len(into.messages)
+
+        box.aircall_store.add_calls([{"started_at": at + 3600, "answered_at": at + 3605, "ended_at": at + 3700,
+                                      "raw_digits": digits}])
+        backfill(config)
+
+        assert server.count(path_prefix=f"/conversations/{first.id}", method="GET", status=301) == 1
+        assert server.count(path_prefix=f"/conversations/{into.id}", method="GET") == 1
+        if target_status == "open":
+            assert len(store.conversation(into.id).messages) > held  # the call went where the thread lives
+            assert store.conversations_of(e164, statuses=["assigned", "unassigned"]) == [into]
+            assert into.subject == "Callback request"
+        else:
+            assert store.conversation(into.id).status == "archived"
+            assert len(store.conversation(into.id).messages) == held
+            (new,) = store.conversations_of(e164, statuses=["assigned", "unassigned"])
+            assert new.subject.startswith("Inbound call - ")
+        assert_contract(box)
+    finally:
+        box.stop()
+
+
 # ---------------------------------------------------------------- budget, bursts
 
 
@@ -264,6 +369,35 @@ def test_budget_combined_500_calls_over_150_contacts(tmp_path):
         assert server.count(path_prefix="/inboxes/", method="POST") == imports
         assert sum(len(c.comments) for c in box.front_store.conversations.values()) == comments
         assert_contract(box)
+    finally:
+        box.stop()
+
+
+def test_R_FRONT_2_status_reads_one_per_remembered_conversation_per_run(tmp_path):
+    """Request economy of R-FRONT-2's archive check. Run 1 (two chunks, so ids are resolved in a
+    later chunk than the import that opened them) reads no status: this run opened those
+    conversations. Run 2 reads each remembered conversation's status once, however many of the
+    contact's calls it logs."""
+    box = make_box(calls=1200, seed=4, pool_size=300, front_known_share=0.0)
+    try:
+        store = box.front_store
+        config = settings_for(box, tmp_path, activities="combined")
+
+        def status_reads(since: int) -> Counter:
+            return Counter(r.path for r in store.received[since:]
+                           if r.method == "GET" and re.fullmatch(r"/conversations/[^/]+", r.path))
+
+        backfill(config)
+        assert status_reads(0) == Counter()
+        frequent = Counter(c["raw_digits"] for c in settled_calls(box) if c["raw_digits"] != "anonymous")
+        numbers = [n for n, _ in frequent.most_common(3)]
+        at = int(END.timestamp()) - 3600
+        box.aircall_store.add_calls([{"started_at": at + 60 * i, "answered_at": None, "ended_at": at + 60 * i + 20,
+                                      "raw_digits": n} for i, n in enumerate(numbers * 2)])
+        sent = len(store.received)
+        backfill(config)
+        reads = status_reads(sent)
+        assert len(reads) == 3 and set(reads.values()) == {1}
     finally:
         box.stop()
 

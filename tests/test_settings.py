@@ -895,9 +895,11 @@ SF_URL = {"instance_url": "https://acme.my.salesforce.com"}
          ["salesforce.consumer_secret: is required when salesforce.consumer_key is set"]),
         ({**SF_URL, "enabled": True, "access_token": "t", "mode": "voice"},
          ['salesforce.voice.call_center_id: is required when salesforce.mode = "voice"']),
+        # R-SFV-7: the message says why 63.0 and how to fix it, not only what was expected.
         ({**SF_URL, "enabled": True, "access_token": "t", "mode": "voice", "api_version": "62.0",
           "voice": {"call_center_id": "04v000000000001"}},
-         ['salesforce.api_version: expected "63.0" or later when salesforce.mode = "voice", got "62.0"']),
+         ['salesforce.api_version: "62.0" is too old for salesforce.mode = "voice": Salesforce creates VoiceCall '
+          'records through the API only from version 63.0 (R-SFV-7); set api_version = "63.0" or remove the line']),
         ({**SF_URL, "enabled": True, "access_token": "t", "mode": "voice",
           "voice": {"call_center_id": "04v000000000001"}}, []),
         ({**SF_URL, "enabled": True, "access_token": "t", "ca_bundle": "/nonexistent/ca.pem"},

@@ -13,6 +13,8 @@ Request economy (Front's limit is per company, 50–200/min, reference §1):
 - a new conversation is opened by the first import with a ``thread_ref``; its id
   is resolved (``GET /messages/alt:uid:…``) only when a comment must be posted
   on it, or in a later run that needs to know whether it was archived;
+- a remembered conversation's status is read once per run before it gets a call
+  (a message, which resolves the id, carries no status); one this run opened is not;
 - the assignment travels in the import (``assignee_id``), not in a PATCH;
 - what was imported and commented is recorded, so a re-run sends nothing.
 
@@ -200,6 +202,9 @@ class FrontTarget:
         self.teammates: dict[str, str] = {}  # lower-case email -> teammate id
         self._threads: dict[str, dict] = {}  # e164 -> conversation info, this run
         self._checked: set[str] = set()  # conversations whose status was read this run
+        # uids of the imports that opened a conversation in this run: that conversation is open
+        # (the import said is_archived: false), so resolving its id needs no status read after it.
+        self._opened: set[str] = set()
 
     def start(self) -> None:
         """Find the inbox (by name or ``inb_`` id) and the teammates (by email)."""
@@ -276,6 +281,15 @@ class FrontTarget:
                                           fields={"inbox": self.front.inbox, "subject": subject(a.call, a, self.settings)},
                                           note="R-FRONT-2: the contact has no open conversation from aircall-sync"))
                     info["thread_ref"] = f"aircall-{e164}-{a.call.id}"
+                else:
+                    # Remembered from an earlier run. Whether an agent archived it since is not read
+                    # here (up to two GETs per contact in a read-only preview): say so, not "reused".
+                    changes.append(Change(a.call.id, TARGET, "conversation", Action.NOOP,
+                                          record_id=info.get("conversation_id"),
+                                          fields={"subject": info["subject"]} if info.get("subject") else {},
+                                          note="R-FRONT-2: remembered from an earlier run; the run reads its "
+                                               "status first and, if it was archived or deleted, opens a new "
+                                               "conversation whose subject comes from this call"))
                 seen[e164] = info
             teammate = self._teammate(a.call)
             for activity in item.imports:
@@ -366,24 +380,34 @@ class FrontTarget:
             message = self.client.message_by_uid(uid)
             if message is not None:
                 info["conversation_id"] = conversation_id_of(message)
-                self._checked.add(info["conversation_id"])
+                if uid in self._opened:
+                    # This run's import opened it. A message carries no conversation status, so
+                    # only then may the status read be skipped (R-FRONT-2).
+                    self._checked.add(info["conversation_id"])
                 return info["conversation_id"]
         return None
 
     def _ensure_open(self, info: dict) -> None:
-        """R-FRONT-2: a conversation archived since the last call is not reused."""
+        """R-FRONT-2: a conversation archived (or deleted) since the last call is not reused.
+
+        A remembered conversation's status is read once per run, also when its id has just
+        been resolved through a message (which says nothing of the conversation's status).
+        """
         if not info.get("conversation_id") and info.get("uid") and not info.get("this_run"):
             self._resolve(info)
         conversation_id = info.get("conversation_id")
         if not conversation_id or conversation_id in self._checked:
             return
-        conversation = self.client.conversation(conversation_id)
+        conversation = self.client.conversation(conversation_id)  # a merged one: 301 followed
         self._checked.add(conversation_id)
         if conversation is None or conversation.get("status") in ("archived", "deleted", "spam", "trashed"):
-            for key in ("conversation_id", "thread_ref", "uid"):
+            # Gone (404) or closed: the next import opens a new conversation, and R-FRONT-3 fixes
+            # its subject from the call that opens it, so the old subject goes with the old thread.
+            for key in ("conversation_id", "thread_ref", "uid", "subject", "fresh"):
                 info.pop(key, None)
         elif conversation.get("id") and conversation["id"] != conversation_id:
-            info["conversation_id"] = conversation["id"]  # merged (301 followed)
+            info["conversation_id"] = conversation["id"]  # merged: the one it lives in now
+            self._checked.add(conversation["id"])  # its status was just read through the 301
 
     def _log_call(self, item: FrontItem) -> dict[str, str]:
         a = item.assessment
@@ -403,6 +427,7 @@ class FrontTarget:
             if not info.get("conversation_id") and uid and not info.get("uid"):
                 info["uid"] = uid
                 info["this_run"] = True
+                self._opened.add(uid)
             self._posted.extend((call.id, TARGET, f"activity:{p}") for p in activity.parts)
         if item.comments:
             conversation_id = self._resolve(info)
