@@ -46,12 +46,18 @@ def search_terms(number: ExternalNumber) -> list[str]:
     parsed = phonenumbers.parse(number.e164)
     e164_digits = number.e164.lstrip("+")
     national = str(parsed.national_number)
-    national_format = "".join(
-        ch for ch in phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit()
-    )
+    national_format = _digits(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
     terms = [e164_digits, national, national_format, "00" + e164_digits]
     # "+33 (0)1 76 11 11 11": the country code kept before the national trunk prefix.
     terms.append(str(parsed.country_code) + national_format)
+    if not number.valid:
+        # R-CALL-4: phonenumbers formats a number it does not know as the bare national
+        # number, without the trunk prefix people type ("05 1111 1111" for +61 5 1111 1111):
+        # search that form too, and its "+61 (0)5…" spelling. Where the trunk prefix is the
+        # country code itself (NANP's 1) it spells the E.164 digits, already searched.
+        with_trunk = _trunk_prefix(region_of(number)) + phonenumbers.national_significant_number(parsed)
+        if with_trunk != e164_digits:
+            terms += [with_trunk, str(parsed.country_code) + with_trunk]
     if parsed.country_code == 1:
         terms.append("011" + e164_digits)
     return list(dict.fromkeys(t for t in terms if len(t) >= 5))
@@ -115,6 +121,15 @@ def kind_of(record: Mapping) -> str:
     return sobject
 
 
+def _trunk_prefix(region: str | None) -> str:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region) if region else None
+    return (metadata.national_prefix or "") if metadata else ""
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
 @functools.lru_cache(maxsize=65536)
 def _normalized(value: str, region: str | None) -> str | None:
     try:
@@ -142,7 +157,7 @@ def record_numbers(record: Mapping, region: str | None) -> set[str]:
         if normalized:
             found.add(normalized)
         # Strings typed with an international prefix: "00…" / "011…".
-        digits = "".join(ch for ch in text if ch.isdigit())
+        digits = _digits(text)
         for prefix in ("00", "011"):
             if digits.startswith(prefix):
                 normalized = _normalized("+" + digits[len(prefix):], None)
@@ -153,10 +168,28 @@ def record_numbers(record: Mapping, region: str | None) -> set[str]:
 
 @functools.lru_cache(maxsize=65536)
 def _region(e164: str) -> str | None:
-    return phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+    parsed = phonenumbers.parse(e164)
+    region = phonenumbers.region_code_for_number(parsed)
+    if region is None:
+        main = phonenumbers.region_code_for_country_code(parsed.country_code)
+        region = None if main == phonenumbers.UNKNOWN_REGION else main
+    return region
 
 
 def region_of(number: ExternalNumber) -> str | None:
+    """The region a CRM value written without a country code is read in, for this number.
+
+    ``region_code_for_number`` names one only for a valid number or one whose leading
+    digits a region claims. A possible-but-invalid number (R-CALL-4: phonenumbers'
+    metadata lags new area codes; ``+1 211…``, ``+44 111…``) gets None, and with no region
+    ``(211) 555-2002`` never parses: it is read in the main region of its country
+    calling code (US for +1, GB for +44), whatever its validity.
+
+    Not the Aircall line's country: a match is remembered per E.164, so the reading must
+    depend on the number alone; and the regions sharing a calling code read a full
+    national number alike, differing only in how they complete a short local number
+    (with their own area code, which that region then claims).
+    """
     return _region(number.e164)
 
 
@@ -181,7 +214,7 @@ def index_by_number(records: Iterable[Mapping], numbers: Iterable[ExternalNumber
         for name in PHONE_FIELDS.get(kind_of(record), ()) + PHONE_FIELDS["Account"]:
             value = record.get(name)
             if isinstance(value, str):
-                regions |= by_tail.get("".join(ch for ch in value if ch.isdigit())[-7:], set())
+                regions |= by_tail.get(_digits(value)[-7:], set())
         for region in regions:
             held |= record_numbers(record, region)
         for e164 in held:
