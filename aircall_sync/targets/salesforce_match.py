@@ -15,6 +15,7 @@ which does not wait for the search index.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,6 +131,24 @@ def _digits(text: str) -> str:
     return "".join(ch for ch in text if ch.isdigit())
 
 
+#: Where an extension begins in a typed value ("(211) 555-2002 x123", "… ext. 45", "…#9"):
+#: the first letter, "#", ";" or "," that follows a digit with no digit in between.
+_EXTENSION = re.compile(r"(?<=\d)\D*?(?:[^\W\d_]|[#;,])")
+_NO_REGIONS: frozenset[str | None] = frozenset()
+
+
+def _may_have_extension(text: str) -> bool:
+    # Most values have no letter and no "#;,": this test costs a fraction of the search,
+    # and every value of every record returned by a batch's searches goes through it.
+    return text.lower() != text.upper() or "#" in text or ";" in text or "," in text
+
+
+def _number_digits(text: str) -> str:
+    """The digits of a typed phone value without its extension, if it has one."""
+    cut = _EXTENSION.search(text) if _may_have_extension(text) else None
+    return _digits(text[:cut.start()] if cut else text)
+
+
 @functools.lru_cache(maxsize=65536)
 def _normalized(value: str, region: str | None) -> str | None:
     try:
@@ -156,8 +175,9 @@ def record_numbers(record: Mapping, region: str | None) -> set[str]:
         normalized = _normalized(text, region)
         if normalized:
             found.add(normalized)
-        # Strings typed with an international prefix: "00…" / "011…".
-        digits = _digits(text)
+        # Strings typed with an international prefix: "00…" / "011…" (an extension's
+        # digits would run into the number's here; phonenumbers parses them apart above).
+        digits = _number_digits(text)
         for prefix in ("00", "011"):
             if digits.startswith(prefix):
                 normalized = _normalized("+" + digits[len(prefix):], None)
@@ -202,7 +222,8 @@ def index_by_number(records: Iterable[Mapping], numbers: Iterable[ExternalNumber
     """E.164 -> the records holding it, built once for a batch (linear, not numbers x records).
 
     A stored value is read only in the regions of the searched numbers whose last
-    seven digits it ends with: parsing every value in every region is the costly part.
+    seven digits it ends with (before an extension, when it has one): parsing every
+    value in every region is the costly part.
     """
     by_tail: dict[str, set[str | None]] = {}
     for number in numbers:
@@ -214,7 +235,9 @@ def index_by_number(records: Iterable[Mapping], numbers: Iterable[ExternalNumber
         for name in PHONE_FIELDS.get(kind_of(record), ()) + PHONE_FIELDS["Account"]:
             value = record.get(name)
             if isinstance(value, str):
-                regions |= by_tail.get(_digits(value)[-7:], set())
+                regions |= by_tail.get(_digits(value)[-7:], _NO_REGIONS)
+                if _may_have_extension(value):
+                    regions |= by_tail.get(_number_digits(value)[-7:], _NO_REGIONS)
         for region in regions:
             held |= record_numbers(record, region)
         for e164 in held:
