@@ -15,6 +15,7 @@ which does not wait for the search index.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,12 +47,18 @@ def search_terms(number: ExternalNumber) -> list[str]:
     parsed = phonenumbers.parse(number.e164)
     e164_digits = number.e164.lstrip("+")
     national = str(parsed.national_number)
-    national_format = "".join(
-        ch for ch in phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit()
-    )
+    national_format = _digits(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
     terms = [e164_digits, national, national_format, "00" + e164_digits]
     # "+33 (0)1 76 11 11 11": the country code kept before the national trunk prefix.
     terms.append(str(parsed.country_code) + national_format)
+    if not number.valid:
+        # R-CALL-4: phonenumbers formats a number it does not know as the bare national
+        # number, without the trunk prefix people type ("05 1111 1111" for +61 5 1111 1111):
+        # search that form too, and its "+61 (0)5…" spelling. Where the trunk prefix is the
+        # country code itself (NANP's 1) it spells the E.164 digits, already searched.
+        with_trunk = _trunk_prefix(region_of(number)) + phonenumbers.national_significant_number(parsed)
+        if with_trunk != e164_digits:
+            terms += [with_trunk, str(parsed.country_code) + with_trunk]
     if parsed.country_code == 1:
         terms.append("011" + e164_digits)
     return list(dict.fromkeys(t for t in terms if len(t) >= 5))
@@ -115,6 +122,33 @@ def kind_of(record: Mapping) -> str:
     return sobject
 
 
+def _trunk_prefix(region: str | None) -> str:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region) if region else None
+    return (metadata.national_prefix or "") if metadata else ""
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+#: Where an extension begins in a typed value ("(211) 555-2002 x123", "… ext. 45", "…#9"):
+#: the first letter, "#", ";" or "," that follows a digit with no digit in between.
+_EXTENSION = re.compile(r"(?<=\d)\D*?(?:[^\W\d_]|[#;,])")
+_NO_REGIONS: frozenset[str | None] = frozenset()
+
+
+def _may_have_extension(text: str) -> bool:
+    # Most values have no letter and no "#;,": this test costs a fraction of the search,
+    # and every value of every record returned by a batch's searches goes through it.
+    return text.lower() != text.upper() or "#" in text or ";" in text or "," in text
+
+
+def _number_digits(text: str) -> str:
+    """The digits of a typed phone value without its extension, if it has one."""
+    cut = _EXTENSION.search(text) if _may_have_extension(text) else None
+    return _digits(text[:cut.start()] if cut else text)
+
+
 @functools.lru_cache(maxsize=65536)
 def _normalized(value: str, region: str | None) -> str | None:
     try:
@@ -141,8 +175,9 @@ def record_numbers(record: Mapping, region: str | None) -> set[str]:
         normalized = _normalized(text, region)
         if normalized:
             found.add(normalized)
-        # Strings typed with an international prefix: "00…" / "011…".
-        digits = "".join(ch for ch in text if ch.isdigit())
+        # Strings typed with an international prefix: "00…" / "011…" (an extension's
+        # digits would run into the number's here; phonenumbers parses them apart above).
+        digits = _number_digits(text)
         for prefix in ("00", "011"):
             if digits.startswith(prefix):
                 normalized = _normalized("+" + digits[len(prefix):], None)
@@ -153,10 +188,28 @@ def record_numbers(record: Mapping, region: str | None) -> set[str]:
 
 @functools.lru_cache(maxsize=65536)
 def _region(e164: str) -> str | None:
-    return phonenumbers.region_code_for_number(phonenumbers.parse(e164))
+    parsed = phonenumbers.parse(e164)
+    region = phonenumbers.region_code_for_number(parsed)
+    if region is None:
+        main = phonenumbers.region_code_for_country_code(parsed.country_code)
+        region = None if main == phonenumbers.UNKNOWN_REGION else main
+    return region
 
 
 def region_of(number: ExternalNumber) -> str | None:
+    """The region a CRM value written without a country code is read in, for this number.
+
+    ``region_code_for_number`` names one only for a valid number or one whose leading
+    digits a region claims. A possible-but-invalid number (R-CALL-4: phonenumbers'
+    metadata lags new area codes; ``+1 211…``, ``+44 111…``) gets None, and with no region
+    ``(211) 555-2002`` never parses: it is read in the main region of its country
+    calling code (US for +1, GB for +44), whatever its validity.
+
+    Not the Aircall line's country: a match is remembered per E.164, so the reading must
+    depend on the number alone; and the regions sharing a calling code read a full
+    national number alike, differing only in how they complete a short local number
+    (with their own area code, which that region then claims).
+    """
     return _region(number.e164)
 
 
@@ -169,7 +222,8 @@ def index_by_number(records: Iterable[Mapping], numbers: Iterable[ExternalNumber
     """E.164 -> the records holding it, built once for a batch (linear, not numbers x records).
 
     A stored value is read only in the regions of the searched numbers whose last
-    seven digits it ends with: parsing every value in every region is the costly part.
+    seven digits it ends with (before an extension, when it has one): parsing every
+    value in every region is the costly part.
     """
     by_tail: dict[str, set[str | None]] = {}
     for number in numbers:
@@ -181,7 +235,9 @@ def index_by_number(records: Iterable[Mapping], numbers: Iterable[ExternalNumber
         for name in PHONE_FIELDS.get(kind_of(record), ()) + PHONE_FIELDS["Account"]:
             value = record.get(name)
             if isinstance(value, str):
-                regions |= by_tail.get("".join(ch for ch in value if ch.isdigit())[-7:], set())
+                regions |= by_tail.get(_digits(value)[-7:], _NO_REGIONS)
+                if _may_have_extension(value):
+                    regions |= by_tail.get(_number_digits(value)[-7:], _NO_REGIONS)
         for region in regions:
             held |= record_numbers(record, region)
         for e164 in held:
