@@ -93,8 +93,13 @@ _BOX_SEQ = Counter()
 
 def new_box(harness: Harness, prefix: str, data: dict, **spec) -> BoxHandle:
     _BOX_SEQ[prefix] += 1
-    return harness.box(f"{prefix}-{_BOX_SEQ[prefix]}", calls=data["calls"], seed=SEED, days=data["days"], end=END,
-                       **spec)
+    return harness.box(f"{prefix}-{_BOX_SEQ[prefix]}", calls=data["calls"], seed=SEED, days=data["days"],
+                       end=spec.pop("end", END), **spec)
+
+
+def sync_box(harness: Harness, prefix: str) -> BoxHandle:
+    """``sync`` reads up to the wall clock: its calls end now, not at END (issue 11)."""
+    return new_box(harness, prefix, SYNC_DATA, end=datetime.now(UTC).replace(microsecond=0))
 
 
 @dataclass
@@ -543,7 +548,7 @@ SYNC_DATA = data_set(200, 0.4)
 
 
 def test_two_syncs_started_together_one_runs_the_other_exits_4(harness, tmp_path):
-    box = new_box(harness, "overlap", SYNC_DATA)
+    box = sync_box(harness, "overlap")
     config = box.write_settings(tmp_path / "settings.toml", tmp_path / "state.sqlite3", sync={"revisit": "60d"})
     # Whoever takes the lock is held at its first Aircall page, so the two runs surely overlap.
     box.arm(api="aircall", method="GET", path="/v1/calls", nth=1, phase="after")
@@ -581,7 +586,7 @@ def test_two_syncs_started_together_one_runs_the_other_exits_4(harness, tmp_path
 
 
 def test_a_stale_lock_from_a_killed_run_is_taken_over(harness, tmp_path):
-    box = new_box(harness, "stale-lock", SYNC_DATA)
+    box = sync_box(harness, "stale-lock")
     state_path = tmp_path / "state.sqlite3"
     config = box.write_settings(tmp_path / "settings.toml", state_path, sync={"revisit": "60d"})
     kill = kill_at(box, config, "sync", api="salesforce", method="POST", path="/composite/sobjects", nth=2,
