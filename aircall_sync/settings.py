@@ -875,6 +875,34 @@ class FrontSettings:
     subjects: FrontSubjects = _section(FrontSubjects)
 
 
+def _port(ctx: _Context, path: str, value: Any) -> Any:
+    return _int(1, 65535)(ctx, path, value)
+
+
+def _url_path(ctx: _Context, path: str, value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("/") and " " not in value and "?" not in value and "#" not in value:
+        return value.rstrip("/") or "/"
+    return ctx.expected(path, 'a URL path starting with "/", such as "/aircall/webhook"', value)
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """``[live]``: ``serve``, the webhook receiver of live mode (DESIGN §10)."""
+
+    host: str = _key("127.0.0.1", _text(required=True))
+    port: int = _key(8080, _port)
+    path: str = _key("/aircall/webhook", _url_path)
+    webhook_token: Secret = _key(Secret(""), _secret, secret=True)
+    public_url: str = _key("", _url)
+    tls_cert_file: Path | None = _key(None, _path)
+    tls_key_file: Path | None = _key(None, _path)
+    reconcile_every: dt.timedelta = _key(dt.timedelta(minutes=30), _duration)
+    reconcile_window: dt.timedelta = _key(dt.timedelta(hours=2), _duration)
+    batch_window: dt.timedelta = _key(dt.timedelta(seconds=1), _duration)
+    keep_events: dt.timedelta = _key(dt.timedelta(days=30), _duration)
+    max_body_bytes: int = _key(1_048_576, _int(1024, 64 * 1_048_576))
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole settings file, checked and typed."""
@@ -883,6 +911,7 @@ class Settings:
     sync: SyncSettings = _section(SyncSettings)
     salesforce: SalesforceSettings = _section(SalesforceSettings)
     front: FrontSettings = _section(FrontSettings)
+    live: LiveSettings = _section(LiveSettings)
     # Where the settings were read from (None for parse_settings without a file).
     path: Path | None = _derived(None)
 
@@ -1191,6 +1220,38 @@ def _read_front(ctx: _Context, raw: Any) -> FrontSettings:
     return settings
 
 
+def _read_live(ctx: _Context, raw: Any) -> LiveSettings:
+    # Only `serve` and the webhook commands read [live]: an unset ${AIRCALL_WEBHOOK_TOKEN} must not
+    # stop a cron sync. `serve` requires the token itself (live.app.require_serve_settings).
+    settings = _read_section(ctx, LiveSettings, raw, "live", lenient=lambda key: key == "webhook_token")
+    if ("live.tls_cert_file" not in ctx.bad and "live.tls_key_file" not in ctx.bad
+            and bool(settings.tls_cert_file) != bool(settings.tls_key_file)):
+        missing = "tls_key_file" if settings.tls_cert_file else "tls_cert_file"
+        ctx.problem(f"live.{missing}", "is required when the other TLS file is set (uvicorn serves HTTPS "
+                                       "with both, plain HTTP behind a TLS proxy with neither)")
+    for key in ("tls_cert_file", "tls_key_file"):
+        file = getattr(settings, key)
+        if file is not None and f"live.{key}" not in ctx.bad and not _is_file(file):
+            ctx.problem(f"live.{key}", f"file not found: {file}")
+    for key, low, high in (("batch_window", dt.timedelta(0), dt.timedelta(minutes=1)),
+                           ("reconcile_every", dt.timedelta(minutes=1), dt.timedelta(days=1)),
+                           ("reconcile_window", dt.timedelta(minutes=10), dt.timedelta(days=7)),
+                           ("keep_events", dt.timedelta(days=1), dt.timedelta(days=3650))):
+        value = getattr(settings, key)
+        if f"live.{key}" not in ctx.bad and not low <= value <= high:
+            ctx.problem(f"live.{key}", f"expected a duration from {_span(low)} to {_span(high)}, got "
+                                       f"{_span(value)}")
+    return settings
+
+
+def _span(value: dt.timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f'"{seconds // size}{unit}"'
+    return f'"{seconds}s"'
+
+
 def _is_file(path: Path) -> bool:
     try:
         return path.is_file()
@@ -1230,6 +1291,7 @@ def parse_settings(
         sync=_read_sync(ctx, data.get("sync", _UNSET_TABLE)),
         salesforce=_read_salesforce(ctx, data.get("salesforce", _UNSET_TABLE)),
         front=_read_front(ctx, data.get("front", _UNSET_TABLE)),
+        live=_read_live(ctx, data.get("live", _UNSET_TABLE)),
         path=Path(path) if path is not None else None,
     )
     if ctx.problems:

@@ -187,6 +187,18 @@ DEFAULTS = [
     ("front.subjects.inbound_answered", "Inbound call"),
     ("front.subjects.missed", "Missed call"),
     ("front.subjects.voicemail", "Voicemail"),
+    # live mode (DESIGN §10)
+    ("live.host", "127.0.0.1"),
+    ("live.port", 8080),
+    ("live.path", "/aircall/webhook"),
+    ("live.public_url", ""),
+    ("live.tls_cert_file", None),
+    ("live.tls_key_file", None),
+    ("live.reconcile_every", dt.timedelta(minutes=30)),
+    ("live.reconcile_window", dt.timedelta(hours=2)),
+    ("live.batch_window", dt.timedelta(seconds=1)),
+    ("live.keep_events", dt.timedelta(days=30)),
+    ("live.max_body_bytes", 1_048_576),
 ]
 
 
@@ -199,7 +211,7 @@ def test_defaults(path: str, expected: Any) -> None:
 def test_defaults_cover_every_scalar_key() -> None:
     listed = {p for p, _ in DEFAULTS}
     secrets = {"aircall.api_token", "salesforce.access_token", "salesforce.consumer_secret",
-               "salesforce.password", "salesforce.security_token", "front.api_token"}
+               "salesforce.password", "salesforce.security_token", "front.api_token", "live.webhook_token"}
     required_or_empty = {"aircall.api_id", "salesforce.username", "salesforce.consumer_key"}
     sections = {p for p in toml_key_paths() if isinstance(attr(Settings(), p), _dataclass_types())}
     missing = set(toml_key_paths()) - listed - secrets - required_or_empty - sections
@@ -1145,3 +1157,47 @@ def test_unset_variable_in_a_disabled_subject_falls_back_to_the_locale() -> None
     front = parse_settings(data(front={"subject_locale": "de", "subjects": {"missed": "${NOPE}"}}),
                            environ={}).front
     assert front.subjects.missed == FRONT_QUALIFICATIONS["de"]["missed"]
+
+
+# ---------------------------------------------------------------- [live] (DESIGN §10)
+
+
+def test_live_webhook_token_unset_does_not_stop_other_commands() -> None:
+    """Only serve reads it: a cron sync must run without AIRCALL_WEBHOOK_TOKEN in its environment."""
+    settings = parse_settings(data(live={"webhook_token": "${AIRCALL_WEBHOOK_TOKEN}"}), environ={})
+    assert not settings.live.webhook_token
+    settings = parse_settings(data(live={"webhook_token": "${AIRCALL_WEBHOOK_TOKEN}"}),
+                              environ={"AIRCALL_WEBHOOK_TOKEN": "s3cret"})
+    assert settings.live.webhook_token.reveal() == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("live", "problem"),
+    [
+        ({"port": 0}, "live.port: expected an integer from 1 to 65535, got 0"),
+        ({"path": "aircall"}, 'live.path: expected a URL path starting with "/", such as "/aircall/webhook", '
+                              'got "aircall"'),
+        ({"batch_window": "2m"}, 'live.batch_window: expected a duration from "0s" to "1m", got "2m"'),
+        ({"reconcile_every": "30s"}, 'live.reconcile_every: expected a duration from "1m" to "1d", got "30s"'),
+        ({"keep_events": "1h"}, 'live.keep_events: expected a duration from "1d" to "3650d", got "1h"'),
+        ({"max_body_bytes": 10}, "live.max_body_bytes: expected an integer from 1024 to 67108864, got 10"),
+        ({"public_url": "hooks.example.com"},
+         'live.public_url: expected an http:// or https:// URL such as "https://example.com", '
+         'got "hooks.example.com"'),
+        ({"tls_cert_file": "cert.pem"}, "live.tls_cert_file: file not found: "),
+    ],
+)
+def test_live_values_are_checked(live: dict, problem: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(data(live=live), environ={}, base_dir="/nonexistent-dir")
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+def test_live_tls_needs_both_files(tmp_path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    with pytest.raises(SettingsError) as caught:
+        parse_settings(data(live={"tls_cert_file": str(cert)}), environ={})
+    assert caught.value.problems == [
+        "live.tls_key_file: is required when the other TLS file is set (uvicorn serves HTTPS with both, "
+        "plain HTTP behind a TLS proxy with neither)"]
