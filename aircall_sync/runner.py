@@ -32,6 +32,7 @@ from aircall_sync.aircall.client import AircallClient, BadCall
 from aircall_sync.aircall.models import Call, CallParseError
 from aircall_sync.errors import RecordsFailedError, StateError, TargetsStoppedError, UsageError, stop_message
 from aircall_sync.plan import Change
+from aircall_sync.locks import WriteLock
 from aircall_sync.state import State, acquire_lock
 
 log = logging.getLogger("aircall_sync")
@@ -119,6 +120,7 @@ class Runner:
         limit: int | None = None,
         stopped: dict[str, BaseException] | None = None,
         names: list[str] | None = None,
+        write_lock: WriteLock | None = None,
     ):
         self.settings = settings
         self.command = command
@@ -142,6 +144,9 @@ class Runner:
         self._started = time.monotonic()
         self._sent: _Sent | None = None  # the chunk whose writes are in flight
         self._chunks = 0  # chunks planned so far in this run
+        #: Held from a chunk's plan to its record, and across pipelined chunks until another writer
+        #: waits (DESIGN §10: serve, sync and backfill side by side on one org). None: no other writer.
+        self.write_lock = write_lock
 
     # ------------------------------------------------------------ entry points
 
@@ -271,6 +276,8 @@ class Runner:
                     continue
                 self.summary.calls += 1
                 chunk.append(assessment)
+                if len(chunk) % Prefetch.BATCH == 0:
+                    self._give_way()
                 if len(chunk) >= (CHUNK if self._chunks else FIRST_CHUNK):
                     self._chunk(chunk, None, only_changed)
                     chunk = []
@@ -296,6 +303,8 @@ class Runner:
         follows the order of the writes.
         """
         self._chunks += 1
+        if not self.dry_run:
+            self._take_turn()
         batches = self._each(self.active_targets(), lambda target: target.plan(chunk, only_changed=only_changed))
         if self.dry_run:
             for _target, batch in batches:
@@ -332,6 +341,44 @@ class Runner:
 
         sent.targets.extend(self._each([t for t, _ in batches], send))
         sent.complete = True
+
+    def _take_turn(self) -> None:
+        """Hold the write lock for the chunk about to be planned.
+
+        Kept from chunk to chunk while no other writer waits, so the next chunk is
+        planned while the last one's Bulk job runs. When one waits, nothing of ours
+        is left in flight (the last chunk is collected and recorded) before it goes:
+        it plans against a CRM and a state that hold everything we wrote. What the
+        targets remember of the CRM is forgotten when the lock comes back, since the
+        other writer may have created a Lead, a Case or a conversation meanwhile.
+        """
+        lock = self.write_lock
+        if lock is None:
+            return
+        if lock.held:
+            if not lock.wanted():
+                return
+            if self._sent is not None:
+                self._collect(self._sent)
+            lock.pass_if_wanted()
+        else:
+            lock.acquire()
+            if lock.waited:
+                log.debug("waited %.1f s for another writer", lock.waited)
+        for target in self.targets:
+            forget = getattr(target, "forget", None)
+            if forget is not None:
+                forget()
+
+    def _give_way(self) -> None:
+        """While the next chunk is read from Aircall (up to a minute at Aircall's pace), a writer
+        that waits gets the lock: ours in flight is collected and recorded first."""
+        lock = self.write_lock
+        if lock is None or not lock.held or not lock.wanted():
+            return
+        if self._sent is not None:
+            self._collect(self._sent)
+        lock.release()  # taken again, fairly, by the next chunk's _take_turn
 
     def _collect(self, sent: _Sent) -> None:
         """Wait for a sent chunk's results; record them, and its window's checkpoint, in one transaction.
@@ -370,6 +417,8 @@ class Runner:
         self.progress("logged", sent.calls)
 
     def _finish(self) -> RunSummary:
+        if self.write_lock is not None:
+            self.write_lock.release()
         self.summary.requests = {"aircall": self.client.stats.requests}
         self.summary.retries = {"aircall": self.client.stats.retries}
         for target in self.targets:
@@ -619,7 +668,10 @@ def execute(
         raise
     report = None
     progress = None
+    write_lock = None
     try:
+        if not dry_run:
+            write_lock = WriteLock(settings.sync.state_path)
         if report_path is not None:
             try:
                 report = open(report_path, "w", encoding="utf-8")
@@ -639,7 +691,7 @@ def execute(
             progress = render.Progress(err, command, quiet=quiet or fmt == "json")
             runner = Runner(settings, command, targets=targets, state=state, client=client, dry_run=dry_run,
                             sink=sink, report=report, progress=progress, now=now, limit=limit, stopped=stopped,
-                            names=names)
+                            names=names, write_lock=write_lock)
             if not dry_run:
                 runner.run_id = state.start_run(command, {"from": start and _iso(start), "to": end and _iso(end),
                                                           "target": which, "limit": limit})
@@ -663,6 +715,8 @@ def execute(
     finally:
         if report is not None:
             report.close()
+        if write_lock is not None:
+            write_lock.close()
         if lock is not None:
             lock.release()
         close_state()

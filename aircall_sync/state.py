@@ -21,8 +21,9 @@ survives a power cut, not only a killed process. Several operations can be made
 one commit with :meth:`State.transaction`; a backfill window is completed in the
 same transaction as the records written for it (DESIGN §6).
 
-Overlapping runs are stopped by :func:`acquire_lock` / :meth:`State.lock`, an
-``flock`` on ``<state path>.lock`` that the OS releases when its holder dies.
+Overlapping runs of one kind are stopped by :func:`acquire_lock` /
+:meth:`State.lock`, and writers take turns chunk by chunk: both locks live in
+:mod:`aircall_sync.locks`, beside the state file.
 
 Timestamps are stored as fixed-width ISO-8601 UTC text
 (``2026-11-21T10:00:00.000000Z``), so they read well in the ``sqlite3`` shell and
@@ -31,8 +32,6 @@ compare correctly as strings. Nothing secret is stored.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import functools
 import json
 import logging
@@ -48,7 +47,8 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from aircall_sync import __version__
-from aircall_sync.errors import LockHeldError, StateError
+from aircall_sync.errors import StateError
+from aircall_sync.locks import LockInfo, RunLock, acquire_lock
 
 __all__ = [
     "MIGRATIONS",
@@ -1192,137 +1192,3 @@ class State:
             )
             for c, t, o, code, m, r, first, last, a in rows
         ]
-
-
-# --------------------------------------------------------------------------- run lock
-
-
-@dataclass(frozen=True)
-class LockInfo:
-    """Who holds the run lock, as its holder wrote it into the lock file."""
-
-    pid: int | None
-    started_at: datetime | None
-    command: str | None
-
-
-class RunLock:
-    """The exclusive run lock; release it (or leave the ``with`` block) when done.
-
-    The lock is an ``flock`` on ``<state path>.lock``: the OS drops it when the
-    holder's process dies, so a lock left by a killed run is simply taken over.
-    The file itself is never deleted, because deleting a lock file under
-    ``flock`` lets two processes hold locks on two different files.
-    """
-
-    def __init__(self, path: Path, fd: int, info: LockInfo):
-        self.path = path
-        self.info = info
-        self._fd: int | None = fd
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def release(self) -> None:
-        """Release the lock. Idempotent."""
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            # Empty the file first so that no one reads a finished run as holder.
-            os.ftruncate(fd, 0)
-        except OSError:
-            log.debug("could not empty lock file %s", self.path, exc_info=True)
-        finally:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-def _read_holder(fd: int) -> LockInfo:
-    # The holder writes its details right after taking the lock; a reader can
-    # land in between, so an empty file gets a few short retries.
-    data = b""
-    for attempt in range(5):
-        try:
-            data = os.pread(fd, 4096, 0)
-        except OSError:
-            data = b""
-        if data.strip():
-            break
-        time.sleep(0.02 * (attempt + 1))
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return LockInfo(pid=None, started_at=None, command=None)
-    if not isinstance(raw, dict):
-        return LockInfo(pid=None, started_at=None, command=None)
-    pid = raw.get("pid")
-    command = raw.get("command")
-    try:
-        started = _parse_ts(raw["started_at"]) if isinstance(raw.get("started_at"), str) else None
-    except ValueError:
-        started = None
-    return LockInfo(
-        pid=pid if isinstance(pid, int) else None,
-        started_at=started,
-        command=command if isinstance(command, str) else None,
-    )
-
-
-def _held_message(state_path: Path, holder: LockInfo) -> str:
-    parts = [f"pid {holder.pid}" if holder.pid is not None else "pid unknown"]
-    if holder.started_at is not None:
-        parts.append(f"started {holder.started_at:%Y-%m-%d %H:%M:%S} UTC")
-    if holder.command is not None:
-        parts.append(f'command "{holder.command}"')
-    return (
-        f"another aircall-sync run holds the lock on {state_path} ({', '.join(parts)}); "
-        "wait for it to finish or stop it"
-    )
-
-
-def acquire_lock(state_path: str | os.PathLike[str], command: str) -> RunLock:
-    """Take the exclusive run lock for the state file at ``state_path``, without waiting.
-
-    Raises LockHeldError naming the holder when another run (in this or any
-    other process) holds it.
-    """
-    path = Path(os.fspath(state_path))
-    lock_path = path.with_name(path.name + ".lock")
-    try:
-        if not lock_path.parent.exists():
-            lock_path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise StateError(
-            f"cannot create lock file {lock_path} ({exc.strerror or exc}); check that its "
-            "directory is writable by this user, or set sync.state_path elsewhere"
-        ) from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        try:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise StateError(f"cannot lock {lock_path} ({exc.strerror or exc})") from exc
-            raise LockHeldError(_held_message(path, _read_holder(fd))) from None
-        finally:
-            os.close(fd)
-    info = LockInfo(pid=os.getpid(), started_at=_now().replace(microsecond=0), command=command)
-    try:
-        body = _dumps({"pid": info.pid, "started_at": _ts(info.started_at), "command": command})
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, body.encode("utf-8"), 0)
-    except OSError as exc:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-        raise StateError(f"cannot write lock file {lock_path} ({exc.strerror or exc})") from exc
-    return RunLock(lock_path, fd, info)

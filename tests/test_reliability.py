@@ -44,6 +44,8 @@ from reliability_harness import (
     start_cli,
 )
 
+from aircall_sync.locks import lock_path
+
 END = datetime(2026, 10, 31, 12, tzinfo=UTC)
 SEED = 11
 
@@ -585,6 +587,45 @@ def test_two_syncs_started_together_one_runs_the_other_exits_4(harness, tmp_path
         box.stop()
 
 
+@pytest.fixture(scope="module")
+def side_by_side(harness, tmp_path_factory):
+    """Data ending an hour ago (every finished call settled, and a sync window reaches it), and what one
+    clean backfill writes for it: the reference for writers run side by side."""
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    days = SYNC_DATA["days"]
+    args = ("backfill", "--from", (end - timedelta(days=days)).date().isoformat(), "--to", end.date().isoformat())
+    box = new_box(harness, "side-clean", SYNC_DATA, end=end)
+    tmp = tmp_path_factory.mktemp("side-clean")
+    config = box.write_settings(tmp / "settings.toml", tmp / "state.sqlite3")
+    result = run_cli(config, *args)
+    assert result.returncode == 0, result.output
+    clean = org_state(box)
+    box.stop()
+    return end, args, clean
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_sync_and_backfill_side_by_side_end_like_one_clean_run(harness, side_by_side, tmp_path, round_):
+    """DESIGN §10: writers of different kinds run at once on one state and org, taking turns chunk by
+    chunk under the write lock: no Task, Lead or Case twice, nothing missing."""
+    end, args, clean = side_by_side
+    box = new_box(harness, "side", SYNC_DATA, end=end)
+    config = box.write_settings(tmp_path / "settings.toml", tmp_path / "state.sqlite3",
+                                sync={"revisit": f"{SYNC_DATA['days'] + 2}d"})
+    procs = [start_cli(config, *args), start_cli(config, "sync")]
+    try:
+        results = [p.communicate(timeout=300) for p in procs]
+        for p, (out, err) in zip(procs, results, strict=True):
+            assert p.returncode == 0, out + err
+        assert diff_states(clean, org_state(box)) == []
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.communicate()
+        box.stop()
+
+
 def test_a_stale_lock_from_a_killed_run_is_taken_over(harness, tmp_path):
     box = sync_box(harness, "stale-lock")
     state_path = tmp_path / "state.sqlite3"
@@ -592,7 +633,7 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over(harness, tmp_path):
     kill = kill_at(box, config, "sync", api="salesforce", method="POST", path="/composite/sobjects", nth=2,
                    phase="after")
     assert kill.returncode == -signal.SIGKILL
-    lock = state_path.with_name(state_path.name + ".lock")
+    lock = lock_path(state_path, "sync")
     holder = json.loads(lock.read_text())
     assert holder["command"] == "sync"  # the dead run's details are still in the file
     status = run_cli(config, "status")

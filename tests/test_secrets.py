@@ -146,7 +146,7 @@ class Leaks:
 
     def add_files(self, *paths: Path) -> None:
         for path in paths:
-            for candidate in (path, *path.parent.glob(path.name + "-*"), path.with_name(path.name + ".lock")):
+            for candidate in (path, *path.parent.glob(path.name + "-*"), *path.parent.glob(path.name + ".*.lock")):
                 if candidate.is_file():
                     self.add(str(candidate), candidate.read_bytes())
 

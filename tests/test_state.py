@@ -19,6 +19,7 @@ import pytest
 
 from aircall_sync import state as state_mod
 from aircall_sync.errors import LockHeldError, StateError
+from aircall_sync.locks import lock_path
 from aircall_sync.state import (
     PENDING,
     WRITTEN,
@@ -599,19 +600,23 @@ def holder_process(path: Path) -> Iterator[subprocess.Popen[str]]:
 
 def test_lock_in_process(path: Path, st: State) -> None:
     with st.lock("backfill") as lock:
-        lock_file = Path(f"{path}.lock")
+        lock_file = lock_path(path, "backfill")
+        assert lock_file == path.with_name(f"{path.name}.backfill.lock")
         assert mode(lock_file) == 0o600
         content = json.loads(lock_file.read_text())
         assert content["pid"] == os.getpid() and content["command"] == "backfill"
         assert lock.info.pid == os.getpid()
         with pytest.raises(LockHeldError) as info:
-            acquire_lock(path, "sync")
+            acquire_lock(path, "backfill")
         msg = str(info.value)
         assert msg.startswith(f"another aircall-sync run holds the lock on {path} (pid {os.getpid()}, started ")
         assert ' UTC, command "backfill"); wait for it to finish or stop it' in msg
+        # DESIGN §10: runs of other kinds go side by side (writers take turns chunk by chunk).
+        with acquire_lock(path, "sync"), acquire_lock(path, "serve"):
+            pass
     assert not lock.held
     assert lock_file.exists()  # never deleted (see RunLock)
-    with acquire_lock(path, "sync"):
+    with acquire_lock(path, "backfill"):
         pass
     lock.release()  # idempotent
 
@@ -619,7 +624,7 @@ def test_lock_in_process(path: Path, st: State) -> None:
 def test_lock_held_by_another_live_process(path: Path) -> None:
     with holder_process(path) as proc:
         with pytest.raises(LockHeldError, match=rf"\(pid {proc.pid}, started .* UTC, command \"sync\"\)"):
-            acquire_lock(path, "backfill")
+            acquire_lock(path, "sync")
 
 
 def test_lock_of_a_sigkilled_holder_is_taken_over(path: Path) -> None:
@@ -627,8 +632,8 @@ def test_lock_of_a_sigkilled_holder_is_taken_over(path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
-    stale = json.loads(Path(f"{path}.lock").read_text())
+    stale = json.loads(lock_path(path, "sync").read_text())
     assert stale["pid"] == proc.pid  # the dead run left its details behind
     with acquire_lock(path, "sync") as lock:
-        assert json.loads(Path(f"{path}.lock").read_text())["pid"] == os.getpid()
+        assert json.loads(lock_path(path, "sync").read_text())["pid"] == os.getpid()
         assert lock.held

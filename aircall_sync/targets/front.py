@@ -221,6 +221,12 @@ class FrontTarget:
             if email and mate.get("id"):
                 self.teammates[email] = mate["id"]
 
+    def forget(self) -> None:
+        """Drop what this run remembers of contacts and conversations: another writer may have
+        opened one since (DESIGN §10); the state holds what it recorded."""
+        self._threads.clear()
+        self._checked.clear()
+
     def _teammate(self, call: Call) -> str | None:
         agent = rules.answered_by(call)
         return self.teammates.get((agent.email or "").lower()) if agent and agent.email else None

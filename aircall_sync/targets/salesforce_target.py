@@ -171,6 +171,12 @@ class SalesforceTaskTarget:
             log.info("waiting for Bulk job %s, left processing by an earlier run, before planning", job_id)
             self.org.bulk_wait(job_id)
 
+    def forget(self) -> None:
+        """Drop what this run remembers of the CRM's records: another writer may have created a
+        Lead or a Case since (DESIGN §10); the next plan looks them up again."""
+        self._matches.clear()
+        self._links.clear()
+
     # ------------------------------------------------------------ plan
 
     def plan(self, items: Sequence[Assessment], *, only_changed: bool = True) -> Batch:
