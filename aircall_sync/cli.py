@@ -387,6 +387,147 @@ def status(ctx: typer.Context) -> None:
     show_status(_options(ctx).settings(), out=sys.stdout)
 
 
+# ---------------------------------------------------------------- live mode
+
+
+@app.command()
+@handled
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on. Default: live.host.",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (0: any free port, logged). "
+                                                            "Default: live.port.", show_default=False)] = None,
+) -> None:
+    """Live mode: receive Aircall's webhooks, log each call within seconds, reconcile by polling.
+
+    Runs until stopped; SIGTERM stops receiving, finishes what is due (up to 30 s) and exits 0.
+    """
+    from aircall_sync.live.serve import serve as run_serve
+
+    if port is not None and not 0 <= port <= 65535:
+        raise UsageError(f"--port: expected 0 to 65535, got {port}")
+    run_serve(_options(ctx).settings(), host=host, port=port)
+
+
+webhooks_app = typer.Typer(help="Manage the Aircall webhook that feeds `serve`.", no_args_is_help=True,
+                           rich_markup_mode=None)
+app.add_typer(webhooks_app, name="webhooks")
+
+
+def _our_url(settings, url: str | None) -> str:
+    chosen = url or settings.live.public_url
+    if not chosen:
+        raise UsageError("no webhook URL: pass --url https://... or set live.public_url (the URL Aircall calls)")
+    if not chosen.startswith("https://"):
+        raise UsageError(f'--url / live.public_url: Aircall delivers only to https:// URLs with a valid '
+                         f'certificate, got "{chosen}"')
+    return chosen.rstrip("/")
+
+
+@webhooks_app.command("install")
+@handled
+def webhooks_install(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", help="The HTTPS URL Aircall will call (your proxy, with "
+                                                   "live.path), e.g. https://hooks.example.com/aircall/webhook.")],
+) -> None:
+    """Create the webhook with exactly the events serve needs; print its token once."""
+    from aircall_sync.aircall import webhooks
+
+    settings = _options(ctx).settings()
+    chosen = _our_url(settings, url)
+    events = webhooks.needed_events(settings)
+    with aircall_client(settings) as client:
+        existing = webhooks.find_ours(client, chosen)
+        if existing:
+            raise UsageError(f"a webhook already points at {chosen} ({existing[0].webhook_id}); "
+                             "`aircall-sync webhooks check` tells whether it is right, `aircall-sync webhooks "
+                             "remove` deletes it")
+        hook = webhooks.create(client, chosen, events)
+    typer.echo(f"Created webhook {hook.webhook_id} for {chosen} ({len(events)} events: {', '.join(events)}).")
+    if hook.token:
+        typer.echo("Its token is shown this once. Put it in serve's environment, e.g.:")
+        typer.echo(f"  export AIRCALL_WEBHOOK_TOKEN={hook.token}")
+    else:
+        typer.echo("Aircall did not return its token: read it in the Dashboard (Integrations & API > Webhooks) "
+                   "and set AIRCALL_WEBHOOK_TOKEN for serve.")
+    if chosen != settings.live.public_url:
+        typer.echo(f'Set live.public_url = "{chosen}" so that check and serve look after this webhook.')
+
+
+@webhooks_app.command("list")
+@handled
+def webhooks_list(ctx: typer.Context) -> None:
+    """Every webhook of the Aircall account (never a token); ours is marked."""
+    from aircall_sync.aircall import webhooks
+
+    settings = _options(ctx).settings()
+    ours = settings.live.public_url.rstrip("/")
+    with aircall_client(settings) as client:
+        hooks = list(webhooks.list_webhooks(client))
+    if not hooks:
+        typer.echo("No webhooks on this Aircall account.")
+        return
+    for hook in hooks:
+        mark = "  (ours: live.public_url)" if ours and hook.url.rstrip("/") == ours else ""
+        typer.echo(f"{hook.webhook_id}  {'active  ' if hook.active else 'DISABLED'}  {hook.url}  "
+                   f"{len(hook.events) or 'all'} event(s){mark}")
+
+
+@webhooks_app.command("check")
+@handled
+def webhooks_check(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option("--url", help="Default: live.public_url.", show_default=False)] = None,
+) -> None:
+    """Ours exists, is active, and is subscribed to every event serve needs (exit 2 otherwise)."""
+    from aircall_sync.aircall import webhooks
+
+    settings = _options(ctx).settings()
+    chosen = _our_url(settings, url)
+    with aircall_client(settings) as client:
+        result = webhooks.check(client, chosen, webhooks.needed_events(settings))
+    if result.ok:
+        typer.echo(f"Webhook {result.hook.webhook_id}: active, subscribed to every event serve needs, at {chosen}.")
+        if result.duplicates:
+            typer.echo(f"  {result.duplicates} more webhook(s) point at the same URL: every event comes more than "
+                       "once (harmless, but `aircall-sync webhooks remove ID` tidies it).")
+        return
+    raise OrgMismatchError("\n".join([f"{len(result.problems)} problem(s) with the webhook:",
+                                      *(f"  {p}" for p in result.problems)]))
+
+
+@webhooks_app.command("remove")
+@handled
+def webhooks_remove(
+    ctx: typer.Context,
+    webhook_id: Annotated[str | None, typer.Argument(help="The webhook to delete. Default: ours "
+                                                           "(live.public_url).", show_default=False)] = None,
+) -> None:
+    """Delete our webhook (the one at live.public_url), or the one named."""
+    from aircall_sync.aircall import webhooks
+
+    settings = _options(ctx).settings()
+    with aircall_client(settings) as client:
+        if webhook_id is None:
+            chosen = _our_url(settings, None)
+            ours = webhooks.find_ours(client, chosen)
+            if not ours:
+                raise UsageError(f"no webhook points at {chosen}; `aircall-sync webhooks list` shows them all")
+            ids = [hook.webhook_id for hook in ours]
+        else:
+            ids = [webhook_id]
+        for one in ids:
+            try:
+                webhooks.remove(client, one)
+            except webhooks.AircallApiError as exc:
+                if exc.status == 404:
+                    raise UsageError(f"Aircall has no webhook {one}; `aircall-sync webhooks list` shows them all") from None
+                raise
+            typer.echo(f"Removed webhook {one}.")
+
+
 # ---------------------------------------------------------------- sandbox
 
 

@@ -340,11 +340,15 @@ class Assessment:
     decisions: dict[str, Decision]
 
 
-def assess(call: Call, settings, now: datetime) -> Assessment:
-    """Apply RULES §1–2 with the user's settings (a ``settings.Settings``)."""
+def assess(call: Call, settings, now: datetime, *, lag: timedelta | None = None) -> Assessment:
+    """Apply RULES §1–2 with the user's settings (a ``settings.Settings``).
+
+    ``lag`` replaces ``sync.lag`` (R-CALL-5): live mode logs a call as soon as a
+    webhook shows it finished (DESIGN §10), with no lag.
+    """
     sync = settings.sync
     hours = sync.business_hours
-    is_settled, why = settled(call, now, sync.lag)
+    is_settled, why = settled(call, now, sync.lag if lag is None else lag)
     decisions = {}
     for target, call_flow in settings.derived(_flow_tables):
         decisions[target] = decide(

@@ -213,6 +213,16 @@ class Runner:
         self._process((self._assess(call) for call in calls()), only_changed=False)
         return self._finish()
 
+    def process(self, assessments: Iterable[rules.Assessment]) -> RunSummary:
+        """Live mode's worker: calls already in hand (webhook snapshots), planned and written as a run's."""
+        self._process(assessments)
+        return self._finish()
+
+    def reconcile(self, start: datetime, end: datetime) -> RunSummary:
+        """Live mode's reconciler: the sync path over ``(start, end]``; the sync watermark is left alone."""
+        self._process(self._prefetch(self.client.iter_calls(start, end, on_bad=self.summary.unreadable.append)))
+        return self._finish()
+
     # ------------------------------------------------------------ one target's stop
 
     def active_targets(self) -> list:

@@ -191,8 +191,46 @@ CREATE TABLE failures (
 CREATE INDEX failures_run ON failures (run_id);
 """
 
+# Live mode (DESIGN §10): the inbox of webhook events, and per call (or message)
+# the newest snapshot applied, so that an older one never overwrites it. Owned
+# by aircall_sync.live.inbox.
+_SCHEMA_2 = """
+CREATE TABLE events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedupe      TEXT    NOT NULL UNIQUE,
+    event       TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    object_id   TEXT,
+    event_ms    INTEGER NOT NULL,
+    finished    INTEGER NOT NULL DEFAULT 0,
+    started_at  INTEGER,
+    received_at TEXT    NOT NULL,
+    body        TEXT    NOT NULL,
+    status      TEXT    NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'done')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    next_try_at TEXT,
+    done_at     TEXT
+);
+
+CREATE INDEX events_pending ON events (status, seq);
+CREATE INDEX events_object ON events (kind, object_id, finished);
+CREATE INDEX events_started ON events (kind, started_at);
+CREATE INDEX events_done ON events (status, done_at);
+
+CREATE TABLE live_objects (
+    kind        TEXT    NOT NULL,
+    object_id   TEXT    NOT NULL,
+    applied_ms  INTEGER NOT NULL,
+    applied_seq INTEGER NOT NULL,
+    updated_at  TEXT    NOT NULL,
+    PRIMARY KEY (kind, object_id)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: list[Migration] = [
     _SCHEMA_1,
+    _SCHEMA_2,
 ]
 """Schema migrations; entry ``n`` takes ``PRAGMA user_version`` from ``n`` to ``n+1``.
 
@@ -936,6 +974,35 @@ class State:
             return
         with self._txn(write=True) as conn:
             conn.executemany("DELETE FROM cache WHERE namespace = ? AND key = ?", rows)
+
+    # ---------------------------------------------------------------- tables owned elsewhere
+
+    @contextmanager
+    def sql(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """The connection, inside a transaction (joining an enclosing one), for the modules that own
+        tables of this file (the live inbox); errors become StateError as everywhere here."""
+        with self._mutex:
+            self._connection()
+            try:
+                with self._txn(write=write) as conn:
+                    yield conn
+            except sqlite3.Error as exc:
+                err = _translate(self.path, exc)
+                if err is None:
+                    raise
+                raise err from exc
+
+    @_db
+    def get_meta(self, key: str) -> Any:
+        """A JSON value kept under ``key`` in the meta table (None when absent)."""
+        row = self._connection().execute("SELECT value FROM meta WHERE key = ?", (_name(key, "key"),)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    @_db
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._txn(write=True) as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                         "value = excluded.value", (_name(key, "key"), _dumps(value)))
 
     # ---------------------------------------------------------------- watermark
 

@@ -21,8 +21,9 @@ from aircall_sync.errors import (
 )
 
 runner = CliRunner()
-SHIPPED = {"init", "check", "calls", "backfill", "sync", "retry", "explain", "status", "sandbox", "demo"}
-NOT_BUILT_YET: set[str] = set()
+SHIPPED = {"init", "check", "calls", "backfill", "sync", "retry", "explain", "status", "serve", "sandbox", "demo",
+           "webhooks"}
+NOT_BUILT_YET: set[str] = {"replay"}  # DESIGN §3, issue 13
 
 
 def test_every_command_has_help_text():
@@ -33,6 +34,13 @@ def test_every_command_has_help_text():
         assert (command.help or command.callback.__doc__ or "").strip(), f"{name} has no help text"
         result = runner.invoke(app, [name, "--help"])
         assert result.exit_code == 0, result.output
+    for group in app.registered_groups:
+        names.add(group.name)
+        assert (group.typer_instance.info.help or "").strip(), f"{group.name} has no help text"
+        for command in group.typer_instance.registered_commands:
+            assert (command.help or command.callback.__doc__ or "").strip(), f"{group.name} {command.name}: no help"
+            result = runner.invoke(app, [group.name, command.name, "--help"])
+            assert result.exit_code == 0, result.output
     assert names == SHIPPED
 
 

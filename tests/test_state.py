@@ -193,9 +193,10 @@ def test_empty_v0_file_is_initialised(path: Path) -> None:
 def test_upgrade_applies_only_the_new_migration_and_keeps_data(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    known = len(state_mod.MIGRATIONS)
     with State.open(path) as s:
         s.mark_written([(1, "salesforce", {"Task": "00T1"}, "h1")])
-        assert s.schema_version == 1
+        assert s.schema_version == known
 
     calls: list[int] = []
 
@@ -209,12 +210,12 @@ def test_upgrade_applies_only_the_new_migration_and_keeps_data(
         [*state_mod.MIGRATIONS, "CREATE TABLE extra (note TEXT);\nALTER TABLE records ADD COLUMN x TEXT;", migration_3],
     )
     with State.open(path) as s:
-        assert s.schema_version == 3
-        assert calls == [2]  # ran once, after migration 2
+        assert s.schema_version == known + 2
+        assert calls == [known + 1]  # ran once, after the SQL one
         assert s.get_record(1, "salesforce").crm_ids == {"Task": "00T1"}
         assert s._connection().execute("SELECT note FROM extra").fetchall() == [("from 3",)]
     with State.open(path) as s:  # already current: nothing runs again
-        assert calls == [2]
+        assert calls == [known + 1]
 
 
 def test_failed_migration_leaves_file_unchanged(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -224,11 +225,13 @@ def test_failed_migration_leaves_file_unchanged(path: Path, monkeypatch: pytest.
         conn.execute("CREATE TABLE half_done (x)")
         raise ValueError("boom")
 
+    known = len(state_mod.MIGRATIONS)
     monkeypatch.setattr(state_mod, "MIGRATIONS", [*state_mod.MIGRATIONS, broken])
-    with pytest.raises(StateError, match=r"from schema 1 to 2 failed \(boom\); the file was left unchanged"):
+    with pytest.raises(StateError, match=rf"from schema {known} to {known + 1} failed \(boom\); the file was "
+                                         "left unchanged"):
         State.open(path)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == known
     assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
     conn.close()
 
@@ -239,10 +242,27 @@ def test_newer_schema_is_refused(path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.undo()
     with pytest.raises(StateError) as info:
         State.open(path)
+    known = len(state_mod.MIGRATIONS)
     assert str(info.value) == (
-        f"state file {path} was written by a newer aircall-sync (schema 2, this version knows 1); "
-        "upgrade aircall-sync"
+        f"state file {path} was written by a newer aircall-sync (schema {known + 1}, this version knows "
+        f"{known}); upgrade aircall-sync"
     )
+
+
+def test_a_schema_1_file_gains_the_live_inbox_and_keeps_its_records(path: Path, monkeypatch) -> None:
+    """Issue 12: the inbox is a migration of the existing schema, not a new file."""
+    monkeypatch.setattr(state_mod, "MIGRATIONS", state_mod.MIGRATIONS[:1])
+    with State.open(path) as s:
+        s.mark_written([(7, "salesforce", {"Task": "00T7"}, "h7")])
+        s.set_watermark(datetime(2026, 1, 2, tzinfo=UTC))
+    monkeypatch.undo()
+    with State.open(path) as s:
+        assert s.schema_version == 2
+        assert s.get_record(7, "salesforce").crm_ids == {"Task": "00T7"}
+        assert s.get_watermark() == datetime(2026, 1, 2, tzinfo=UTC)
+        with s.sql(write=False) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM live_objects").fetchone()[0] == 0
 
 
 def test_statement_splitter_keeps_semicolons_in_strings_and_triggers() -> None:

@@ -38,6 +38,14 @@ SPLIT_AT = 9_000  # margin under the cap: calls keep arriving while we page
 DEFAULT_RATE_LIMIT_WAIT = 60.0  # "blocks your access for 60 seconds" (§4)
 
 
+class AircallApiError(ServiceError):
+    """Aircall refused a request (a 4xx other than 401/403/429); ``status`` says which."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class WindowTooDenseError(ServiceError):
     """One second holds more calls than one Aircall query can return."""
 
@@ -138,14 +146,25 @@ class AircallClient:
         return DEFAULT_RATE_LIMIT_WAIT
 
     def _get(self, path: str, params: dict | None = None) -> dict:
+        return self.request("GET", path, params=params)
+
+    def request(self, method: str, path: str, *, params: dict | None = None, json: dict | None = None,
+                once: bool = False, expect_body: bool = True) -> dict:
+        """One API request under the retry contract, its JSON object back (``{}`` for a 204).
+
+        ``once``: not sent again after a timeout or a 5xx, for a write that must not happen twice
+        (creating a webhook): the caller looks before it tries again.
+        """
+        policy = RetryPolicy(max_attempts=1, sleep=self.retry.sleep) if once else self.retry
         response = send(
             self._http,
-            "GET",
+            method,
             f"{self.base_url}{path}",
             params=params,
+            json=json,
             service="Aircall",
             pacer=self.pacer,
-            policy=self.retry,
+            policy=policy,
             stats=self.stats,
             rate_limit_wait=self._rate_limit_wait,
         )
@@ -155,13 +174,17 @@ class AircallClient:
                 "aircall.api_token (Dashboard > Integrations & API > API Keys)"
             )
         if response.status_code >= 400:
-            raise ServiceError(f"Aircall answered HTTP {response.status_code} for GET {path}: {_error_text(response)}")
+            raise AircallApiError(
+                f"Aircall answered HTTP {response.status_code} for {method} {path}: {_error_text(response)}",
+                response.status_code)
+        if response.status_code == 204 or not response.content or not expect_body:
+            return {}
         try:
             body = response.json()
         except ValueError:
-            raise ServiceError(f"Aircall answered GET {path} with a body that is not JSON") from None
+            raise ServiceError(f"Aircall answered {method} {path} with a body that is not JSON") from None
         if not isinstance(body, dict):
-            raise ServiceError(f"Aircall answered GET {path} with unexpected JSON ({type(body).__name__})")
+            raise ServiceError(f"Aircall answered {method} {path} with unexpected JSON ({type(body).__name__})")
         return body
 
     # -------------------------------------------------------------- API

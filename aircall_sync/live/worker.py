@@ -1,0 +1,246 @@
+"""The worker of live mode: the inbox's events, through the same runner as a backfill (DESIGN §10).
+
+What arrived within ``live.batch_window`` is planned as one chunk, so a burst
+of calls costs one round of CRM lookups. Per call only the newest snapshot
+counts (envelope timestamp, then arrival); one older than a snapshot already
+applied changes nothing. A call is logged as soon as a snapshot shows it
+finished, with no ``sync.lag``; the webhook's call object is used as it is,
+with no request to Aircall. Calls go in the order their first finished
+snapshot arrived, so live mode writes what a backfill processing them in that
+order writes.
+
+A target that cannot write (a CRM down, rate-limited, refusing the session)
+stops for the batch (runner's per-target stop): the batch's events wait and
+are tried again with backoff capped at 60 s, while the receiver keeps
+answering 200. A call written already costs nothing when tried again (its
+fingerprint is unchanged).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aircall_sync import rules
+from aircall_sync.aircall.models import Call, CallParseError
+from aircall_sync.errors import stop_message
+from aircall_sync.live.inbox import Event, Inbox
+from aircall_sync.locks import WriteLock
+from aircall_sync.runner import Runner
+from aircall_sync.state import State
+
+__all__ = ["BatchResult", "Worker", "backoff"]
+
+log = logging.getLogger("aircall_sync.live")
+
+MAX_BACKOFF = 60.0  # DESIGN §10: a CRM error is retried with backoff capped at 60 s
+BATCH_LIMIT = 2000  # events taken at once (the runner's chunk)
+PRUNE_EVERY = timedelta(hours=1)
+IDLE_WAIT = 30.0  # seconds between looks at the inbox when nothing announces an event
+
+
+def backoff(attempts: int, rng: random.Random | None = None) -> float:
+    """Seconds before the next try of an event that failed ``attempts`` times (full jitter, capped)."""
+    ceiling = min(MAX_BACKOFF, 2.0 ** max(0, attempts))
+    return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class BatchResult:
+    events: int = 0
+    calls: int = 0
+    written: int = 0
+    stale: int = 0  # events whose snapshot was older than one already applied
+    retried: int = 0
+    outcomes: dict[tuple[str, str], int] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Worker:
+    """Processes the inbox in a thread of its own (``start``/``stop``), or batch by batch (``run_once``)."""
+
+    def __init__(self, settings, state: State, targets: list, client, *, metrics: Any = None,
+                 on_batch: Callable[[BatchResult], None] | None = None):
+        self.settings = settings
+        self.state = state
+        self.inbox = Inbox(state)
+        self.targets = targets
+        self.client = client
+        self.metrics = metrics
+        self.on_batch = on_batch
+        self.write_lock = WriteLock(settings.sync.state_path)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._draining_until: float | None = None
+        self._thread: threading.Thread | None = None
+        self._last_prune = datetime.min.replace(tzinfo=UTC)
+        self.batches = 0
+        self.last_error: str | None = None
+
+    # ------------------------------------------------------------ the thread
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="aircall-sync-worker", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def notify(self) -> None:
+        """An event was stored: wake up."""
+        self._wake.set()
+
+    def stop(self, drain_seconds: float = 30.0) -> bool:
+        """Process what is due for up to ``drain_seconds``, then stop; True if the thread ended.
+
+        What is left stays in the inbox for the next start.
+        """
+        self._draining_until = time.monotonic() + drain_seconds
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=drain_seconds + 1)
+        ended = not self.alive
+        if ended:
+            self.write_lock.close()
+        return ended
+
+    def _loop(self) -> None:
+        window = self.settings.live.batch_window.total_seconds()
+        while True:
+            if self._stopping.is_set():
+                self._drain()
+                return
+            self._wake.wait(timeout=self._idle_wait())
+            self._wake.clear()
+            if self._stopping.is_set():
+                continue
+            if window > 0:
+                # Gather what else arrives within the window into this batch (a burst: one round of lookups).
+                self._stopping.wait(window)
+            try:
+                while self.run_once().events and not self._stopping.is_set():
+                    pass
+                self._prune()
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+                self.last_error = stop_message(exc)
+                log.error("live worker: %s", self.last_error, exc_info=log.isEnabledFor(logging.DEBUG))
+                self._stopping.wait(5.0)
+
+    def _drain(self) -> None:
+        while self._draining_until is not None and time.monotonic() < self._draining_until:
+            try:
+                if not self.run_once().events:
+                    return
+            except Exception as exc:  # noqa: BLE001
+                log.error("live worker while draining: %s", stop_message(exc))
+                return
+
+    def _idle_wait(self) -> float:
+        due = self.inbox.next_due()
+        if due is None:
+            return IDLE_WAIT
+        return max(0.0, min(IDLE_WAIT, (due - datetime.now(UTC)).total_seconds()))
+
+    def _prune(self) -> None:
+        now = datetime.now(UTC)
+        if now - self._last_prune < PRUNE_EVERY:
+            return
+        self._last_prune = now
+        pruned = self.inbox.prune(now - self.settings.live.keep_events)
+        if pruned:
+            log.info("pruned %d processed event(s) older than live.keep_events", pruned)
+
+    # ------------------------------------------------------------ one batch
+
+    def run_once(self, now: datetime | None = None) -> BatchResult:
+        """Process the events due now; returns what was done."""
+        now = now or datetime.now(UTC)
+        events = self.inbox.due(now=now, limit=BATCH_LIMIT)
+        result = BatchResult(events=len(events))
+        if not events:
+            return result
+        calls: dict[str, list[Event]] = {}
+        for event in events:
+            if event.kind == "call":
+                calls.setdefault(event.object_id, []).append(event)
+        # Messages and AI insights are stored for what comes next (RULES §7, §8); every other event is
+        # acknowledged and kept, with nothing to write.
+        self.inbox.done(e.seq for e in events if e.kind != "call")
+        if calls:
+            self._calls(calls, now, result)
+        self.batches += 1
+        if self.on_batch is not None:
+            self.on_batch(result)
+        return result
+
+    def _calls(self, calls: dict[str, list[Event]], now: datetime, result: BatchResult) -> None:
+        applied = self.inbox.applied("call", calls)
+        newest: dict[str, Event] = {}
+        for call_id, events in calls.items():
+            latest = max(events, key=lambda e: e.order)
+            if call_id in applied and latest.order <= applied[call_id]:
+                result.stale += len(events)
+                self.inbox.done(e.seq for e in events)
+                continue
+            newest[call_id] = latest
+        parsed: dict[str, Call] = {}
+        for call_id, event in newest.items():
+            try:
+                parsed[call_id] = Call.parse(event.body.get("data"))
+            except CallParseError as exc:
+                log.warning("call %s: its %s event cannot be read (%s); left for the reconciler", call_id,
+                            event.event, exc)
+                self.inbox.done((e.seq for e in calls[call_id]), error=f"cannot be read: {exc}")
+                newest.pop(call_id)
+        if not newest:
+            return
+        order = self.inbox.first_finished(newest)
+        ids = sorted(newest, key=lambda c: (order.get(c, newest[c].seq), newest[c].seq))
+        # R-CALL-5 with no lag: a finished snapshot is logged at once (an ended_at a little ahead of our
+        # clock still counts as ended).
+        assessments = [rules.assess(parsed[c], self.settings, max(now, parsed[c].ended_at or now),
+                                    lag=timedelta(0)) for c in ids]
+        result.calls = len(ids)
+        seqs = [e.seq for c in ids for e in calls[c]]
+        runner = Runner(self.settings, "serve", targets=self.targets, state=self.state, client=self.client,
+                        now=now, write_lock=self.write_lock)
+        try:
+            summary = runner.process(assessments)
+        except Exception as exc:  # noqa: BLE001 - nothing is dropped: the batch waits and is tried again
+            self._retry(calls, ids, stop_message(exc), result)
+            log.debug("live batch failed", exc_info=True)
+            return
+        for key, count in summary.outcomes.items():
+            result.outcomes[key] = result.outcomes.get(key, 0) + count
+        result.written = sum(n for (_t, outcome), n in summary.outcomes.items() if outcome in ("created", "updated"))
+        if runner.stopped:
+            self._retry(calls, ids, "; ".join(f"{name} stopped: {stop_message(e)}"
+                                              for name, e in runner.stopped.items()), result)
+            return
+        self.inbox.mark_applied("call", {c: newest[c].order for c in ids})
+        self.inbox.done(seqs)
+        written_at = datetime.now(UTC)
+        if self.metrics is not None:
+            self.metrics.batch(summary, [newest[c].received_at for c in ids], written_at)
+        slowest = max((written_at - newest[c].received_at).total_seconds() for c in ids)
+        counts = "; ".join(f"{t} {o} {n}" for (t, o), n in sorted(summary.outcomes.items())) or "nothing to log"
+        log.info("live: %d call(s), %d event(s): %s (%.1f s after the delivery at most)", len(ids), len(seqs),
+                 counts, slowest)
+
+    def _retry(self, calls: dict[str, list[Event]], ids: list[str], error: str, result: BatchResult) -> None:
+        attempts = max(e.attempts for c in ids for e in calls[c]) + 1
+        at = datetime.now(UTC) + timedelta(seconds=backoff(attempts))
+        self.inbox.retry([e.seq for c in ids for e in calls[c]], error, at)
+        result.retried = sum(len(calls[c]) for c in ids)
+        result.error = error
+        self.last_error = error
+        log.warning("live: %d call(s) wait and are tried again at %s: %s", len(ids),
+                    at.strftime("%H:%M:%S"), error)

@@ -1,0 +1,140 @@
+"""The real `aircall-sync serve` in a process of its own, and webhook deliveries to it over HTTP.
+
+Deliveries are built the way Aircall's are (reference aircall-live.md §1.3 and
+the recorded deliveries): the envelope ``{resource, event, timestamp, token,
+data}`` with the call in webhook form (``call_uuid`` for ``sid``,
+``participants`` for ``conference_participants``, ``user`` absent for an
+unanswered inbound call).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "live-test-webhook-token-4f2a"
+_LISTENING = re.compile(r"listening on (https?://[\d.]+:\d+)(/\S*)")
+
+
+def webhook_form(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A call of the REST API as a webhook event carries it."""
+    data = copy.deepcopy(dict(call))
+    sid = data.pop("sid", None)
+    if sid:
+        data["call_uuid"] = sid
+    if "conference_participants" in data:
+        data["participants"] = data.pop("conference_participants")
+    if data.get("direction") == "inbound" and not data.get("answered_at"):
+        data.pop("user", None)  # wire-formats Aircall §3: omitted for unanswered inbound calls
+    for key in [k for k, v in data.items() if v is None and k in ("transferred_to", "transferred_by", "assigned_to")]:
+        del data[key]
+    return data
+
+
+def envelope(event: str, data: Mapping[str, Any], timestamp: int | float, token: str = TOKEN) -> dict[str, Any]:
+    return {"resource": "call", "event": event, "timestamp": timestamp, "token": token, "data": dict(data)}
+
+
+def lifecycle(call: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """created (in progress), hungup (finished), ended (+30 s): what Aircall sends for a finished call."""
+    done = webhook_form(call)
+    started, ended = int(call["started_at"]), int(call["ended_at"] or call["started_at"])
+    initial = dict(done, status="initial", answered_at=None, ended_at=None, duration=0, tags=[], comments=[])
+    return [envelope("call.created", initial, started), envelope("call.hungup", done, ended),
+            envelope("call.ended", done, ended + 30)]
+
+
+class ServeProcess:
+    """``aircall-sync serve --port 0`` as a subprocess; its log lines are kept in ``lines``."""
+
+    def __init__(self, config: Path, *, token: str = TOKEN, extra_env: Mapping[str, str] | None = None,
+                 args: tuple[str, ...] = ()):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRCALL_SYNC_")}
+        env.update({"PYTHONPATH": str(REPO), "AIRCALL_WEBHOOK_TOKEN": token, "PYTHONUNBUFFERED": "1",
+                    "NO_COLOR": "1", "TERM": "dumb"})
+        env.update(extra_env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aircall_sync", "--config", str(config), *args, "serve", "--port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env,
+            cwd=str(REPO), start_new_session=True)
+        self.lines: list[str] = []
+        self._url: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.base = ""
+        self.path = ""
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            match = _LISTENING.search(line)
+            if match:
+                self._url.put(match.group(1) + "|" + match.group(2))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                base, path = self._url.get(timeout=0.2).split("|")
+                self.base, self.path = base, path
+                break
+            except queue.Empty:
+                assert self.proc.poll() is None, f"serve exited ({self.proc.returncode}):\n{self.output}"
+                assert time.monotonic() < deadline, f"serve did not start:\n{self.output}"
+        while True:
+            try:
+                if httpx.get(self.base + "/readyz", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.proc.poll() is None, f"serve exited ({self.proc.returncode}):\n{self.output}"
+            assert time.monotonic() < deadline, f"serve is not ready:\n{self.output}"
+            time.sleep(0.05)
+
+    def post(self, body: Any, *, raw: bytes | None = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
+        if raw is not None:
+            return httpx.post(self.base + self.path, content=raw, headers=dict(headers or {}), timeout=10)
+        return httpx.post(self.base + self.path, json=body, timeout=10)
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.base + path, timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._reader.join(timeout=5)
+        return self.proc.returncode
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+
+def wait_for(condition, timeout: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``condition`` until true (a bound, not a sleep standing in for synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        time.sleep(0.02)
