@@ -10,6 +10,7 @@ unanswered inbound call).
 from __future__ import annotations
 
 import copy
+import json
 import os
 import queue
 import re
@@ -29,9 +30,16 @@ TOKEN = "live-test-webhook-token-4f2a"
 _LISTENING = re.compile(r"listening on (https?://[\d.]+:\d+)(/\S*)")
 
 
-def webhook_form(call: Mapping[str, Any]) -> dict[str, Any]:
-    """A call of the REST API as a webhook event carries it."""
+SANDBOX_HOST = "http://aircall.sandbox.invalid"  # the emulator's store writes links with it; its API serves its own
+
+
+def webhook_form(call: Mapping[str, Any], base: str | None = None) -> dict[str, Any]:
+    """A call of the emulator's store as a webhook event carries it (links on the emulator's ``base``)."""
     data = copy.deepcopy(dict(call))
+    if base:
+        data = json.loads(json.dumps(data).replace(SANDBOX_HOST, base.removesuffix("/v1")))
+    for key in ("recording_short_url", "voicemail_short_url"):  # only sent when asked for (REST)
+        data.pop(key, None)
     sid = data.pop("sid", None)
     if sid:
         data["call_uuid"] = sid
@@ -138,3 +146,45 @@ def wait_for(condition, timeout: float = 10.0, what: str = "the condition") -> N
     while not condition():
         assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
         time.sleep(0.02)
+
+
+class LocalBox:
+    """An in-process Sandbox seen as ``reliability_harness.org_state`` reads a box."""
+
+    def __init__(self, box):
+        self.box = box
+        store = box.sf_store
+        self.seed_ids = {rec["Id"] for obj in store.schema for rec in store.records(obj)}
+        self.info = {"aircall_url": box.aircall_server.url}  # links are served from the root, not /v1
+
+    def records(self, obj: str) -> list[dict]:
+        return self.box.sf_store.records(obj)
+
+
+def front_state(box) -> dict:
+    """What the tool wrote into the emulated Front, comparable across sandboxes: per contact handle, its
+    conversations in order with their subject, status, assignee, message external ids and comments."""
+    store = box.front_store
+    out: dict[str, list] = {}
+    for conversation in sorted(store.conversations.values(), key=lambda c: c.seq):
+        handles = sorted({h for m in conversation.messages for h in _handles(m)})
+        key = ",".join(handles) or conversation.id
+        out.setdefault(key, []).append({
+            "subject": conversation.subject, "status": conversation.status, "assignee": conversation.assignee_id,
+            "messages": sorted(m.external_id or "" for m in conversation.messages),
+            "comments": [c.body for c in conversation.comments],
+        })
+    return out
+
+
+def _handles(message) -> list[str]:
+    found = []
+    for attr in ("sender_handle", "handle"):
+        value = getattr(message, attr, None)
+        if isinstance(value, str) and value.startswith("+"):
+            found.append(value)
+    for recipient in getattr(message, "recipients", None) or getattr(message, "to", None) or []:
+        value = recipient if isinstance(recipient, str) else getattr(recipient, "handle", None)
+        if isinstance(value, str) and value.startswith("+"):
+            found.append(value)
+    return found
