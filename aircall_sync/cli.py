@@ -256,6 +256,19 @@ def check(ctx: typer.Context) -> None:
         for info in infos:
             typer.echo(f"  {info}")
         problems.extend(found)
+    if settings.live.public_url:
+        # [live] is configured: the webhook that feeds serve is part of what must work (DESIGN §10).
+        from aircall_sync.aircall import webhooks
+
+        with aircall_client(settings) as client:
+            result = webhooks.check(client, settings.live.public_url, webhooks.needed_events(settings))
+        if result.ok:
+            typer.echo(f"Webhook: {result.hook.webhook_id} at {settings.live.public_url} is active and subscribed "
+                       f"to the {len(webhooks.needed_events(settings))} events serve needs.")
+        problems.extend(result.problems)
+        if not settings.live.webhook_token:
+            problems.append("live.webhook_token is not set: serve needs it (the token `aircall-sync webhooks "
+                            "install` printed; export AIRCALL_WEBHOOK_TOKEN)")
     if problems:
         raise OrgMismatchError("\n".join([f"{len(problems)} problem(s) to fix before logging:",
                                           *(f"  {p}" for p in problems)]))

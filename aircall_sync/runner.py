@@ -746,6 +746,46 @@ def execute(
     return summary
 
 
+def _live_status(c, state: State, settings) -> None:
+    """Live mode's part of ``status`` (DESIGN §10): the inbox, the last reconcile, the webhook.
+
+    Read from the state store only: ``status`` never waits and sends no request.
+    """
+    from aircall_sync.live.inbox import Inbox
+    from aircall_sync.live.reconcile import WEBHOOK_META
+
+    stats = Inbox(state).stats()
+    reconcile = state.last_runs(1, command="reconcile")
+    webhook = state.get_meta(WEBHOOK_META)
+    if not stats.stored and not reconcile and not webhook:
+        return  # live mode has never run with this state
+    now = datetime.now(UTC)
+    if stats.depth:
+        age = int((now - stats.oldest).total_seconds()) if stats.oldest else 0
+        line = f"Live inbox: {stats.depth} event(s) waiting, the oldest for {age} s"
+        if stats.failing:
+            line += f"; {stats.failing} failed at least once, last error: {stats.last_error}"
+        c.print(line, markup=False)
+    else:
+        c.print(f"Live inbox: empty ({stats.stored} event(s) kept for {_span(settings.live.keep_events)})",
+                markup=False)
+    if reconcile:
+        run = reconcile[0]
+        outcome = run.outcome or "running"
+        c.print(f"Last reconcile: {_iso(run.started_at)}, {outcome}, {run.counts.get('calls', 0)} call(s) "
+                f"({run.args.get('from')} to {run.args.get('to')})", markup=False)
+    if webhook:
+        state_text = "active and subscribed" if webhook.get("ok") else "; ".join(webhook.get("problems") or [])
+        repaired = " (serve enabled it again)" if webhook.get("repaired") else ""
+        c.print(f"Webhook {webhook.get('webhook_id') or ''} at {webhook.get('url')}: {state_text}{repaired} "
+                f"(checked {webhook.get('checked_at')})", markup=False)
+
+
+def _span(delta: timedelta) -> str:
+    days, seconds = delta.days, delta.seconds
+    return f"{days}d" if days and not seconds else f"{int(delta.total_seconds())}s"
+
+
 def explain(settings, call_id: int, *, out: IO[str], now: datetime | None = None) -> None:
     """``explain CALL_ID``: the call as the rules read it, the decision and the exact records per target."""
     from aircall_sync.errors import ServiceError
@@ -809,7 +849,8 @@ def status(settings, *, out: IO[str]) -> None:
         for b in state.unfinished_backfills():
             c.print(f"Unfinished backfill {b.range_key}: {b.done_windows} of {b.total_windows} windows done "
                     "(run the same backfill again to resume)", markup=False)
-        runs = state.last_runs(10)
+        _live_status(c, state, settings)
+        runs = state.last_runs(10, exclude=("reconcile",))
         if runs:
             table = Table(title="Last runs", show_edge=False, pad_edge=False)
             for column in ("id", "command", "started", "finished", "outcome", "calls"):

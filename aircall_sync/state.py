@@ -1162,12 +1162,19 @@ class State:
                 raise ValueError(f"no run with id {run_id}")
 
     @_db
-    def last_runs(self, n: int = 10) -> list[RunInfo]:
-        """The ``n`` most recent runs, newest first."""
+    def last_runs(self, n: int = 10, *, command: str | None = None, exclude: tuple[str, ...] = ()) -> list[RunInfo]:
+        """The ``n`` most recent runs, newest first (only of ``command``, or not of ``exclude``)."""
+        where, params = [], []
+        if command is not None:
+            where.append("command = ?")
+            params.append(command)
+        if exclude:
+            where.append(f"command NOT IN ({','.join('?' * len(exclude))})")
+            params.extend(exclude)
         rows = self._connection().execute(
-            "SELECT id, command, args, pid, version, started_at, finished_at, outcome, counts "
-            "FROM runs ORDER BY id DESC LIMIT ?",
-            (n,),
+            "SELECT id, command, args, pid, version, started_at, finished_at, outcome, counts FROM runs "
+            + (f"WHERE {' AND '.join(where)} " if where else "") + "ORDER BY id DESC LIMIT ?",
+            (*params, n),
         ).fetchall()
         out = []
         for run_id, command, args, pid, version, started, finished, outcome, counts in rows:

@@ -200,6 +200,10 @@ def test_a_crm_that_refuses_makes_events_wait_and_retry_with_backoff(live):
     stats = handle.inbox.stats()
     assert stats.depth == 10 and stats.failing == 10 and "salesforce stopped" in stats.last_error
     assert handle.inbox.due(now=now) == []  # not before the backoff
+    status = CliRunner().invoke(app, ["--config", str(handle.settings.path), "status"])
+    assert status.exit_code == 0, status.output
+    assert "Live inbox: 10 event(s) waiting, the oldest for " in status.stdout
+    assert "; 10 failed at least once, last error: salesforce stopped: Salesforce refused " in status.stdout
     # Front had nothing to fail: it logged them; tried again, Salesforce logs them and Front writes nothing.
     front_before = box.front_sandbox.server.count(method="POST")
     later = datetime.now(UTC) + timedelta(seconds=61)
@@ -229,3 +233,9 @@ def test_the_reconciler_logs_calls_whose_events_never_came_and_leaves_the_waterm
     assert handle.state.get_watermark() is None
     last = handle.state.last_runs(1)[0]
     assert (last.command, last.outcome) == ("reconcile", "ok")
+    status = CliRunner().invoke(app, ["--config", str(handle.settings.path), "status"])
+    assert status.exit_code == 0, status.output
+    assert "Live inbox: empty (0 event(s) kept for 30d)" in status.stdout
+    assert (f"Last reconcile: {last.started_at:%Y-%m-%dT%H:%M:%SZ}, ok, {len(window)} call(s) "
+            "(2026-10-31T10:00:00Z to 2026-10-31T12:00:00Z)") in status.stdout
+    assert "Sync watermark: none yet" in status.stdout
