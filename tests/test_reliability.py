@@ -687,14 +687,15 @@ def test_a_schema_1_state_file_is_migrated_to_the_next_schema(tmp_path, monkeypa
     from aircall_sync.state import State
 
     path = tmp_path / "state.sqlite3"
+    released = list(state_module.MIGRATIONS)
+    monkeypatch.setattr(state_module, "MIGRATIONS", released[:1])
     with State.open(path) as state:
         assert state.schema_version == 1
         state.mark_written([(4100000001, "salesforce", {"Task": "00T000000000001AAA"}, "h1")])
         state.set_watermark(END)
         run = state.start_run("sync", {})
         state.finish_run(run, "ok", {"calls": 1})
-    monkeypatch.setattr(state_module, "MIGRATIONS", [*state_module.MIGRATIONS,
-                                                     "ALTER TABLE records ADD COLUMN note TEXT;"])
+    monkeypatch.setattr(state_module, "MIGRATIONS", released[:2])  # schema 2: the live inbox (issue 12)
     with State.open(path) as state:
         assert state.schema_version == 2
         assert state.get_record(4100000001, "salesforce").crm_ids == {"Task": "00T000000000001AAA"}
