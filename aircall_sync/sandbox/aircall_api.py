@@ -15,6 +15,8 @@ the payloads in ``shared/reference/aircall/``:
   ``aircall/error-10k-cap-400.json``, whatever the total (§3).
 - ``GET /v1/calls/:id`` → ``{"call": …}``; ``POST /v1/calls/:id/comments`` and
   ``POST /v1/calls/:id/tags`` mutate the call (§2).
+- ``/v1/webhooks`` and ``/v1/webhooks/:webhook_id`` (aircall-live.md §1.1),
+  served by :mod:`.aircall_webhooks`; this module only routes to them.
 - An optional leaky-bucket rate limit: 429 with ``X-AircallApi-Limit``,
   ``-Remaining`` and ``-Reset`` (UNIX epoch seconds), headers that are absent
   from every other response (§4).
@@ -38,6 +40,7 @@ from urllib.parse import urlencode
 
 from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, page_params
 from aircall_sync.sandbox.aircall_common import error_body as _error_body
+from aircall_sync.sandbox.aircall_webhooks import WebhookEndpoints, WebhookRegistry
 from aircall_sync.sandbox.generator import CallStore, TimeLike, generate
 from aircall_sync.sandbox.server import Fault, Faults, LoopbackServer, Request, Response
 
@@ -98,6 +101,7 @@ class AircallApp:
     ``history_days`` hides calls older than that many days, as Aircall's
     history window does (§2; unset by default because the 3-vs-6 months
     figure is unconfirmed and tests use fixed past dates).
+    ``webhooks`` is the company's webhook registry (a fresh one by default).
     """
 
     def __init__(
@@ -110,8 +114,11 @@ class AircallApp:
         rate_window_seconds: float = 60.0,
         history_days: float | None = None,
         clock: Callable[[], float] = time.time,
+        webhooks: WebhookRegistry | None = None,
     ) -> None:
         self.store = store
+        self.webhooks = webhooks if webhooks is not None else WebhookRegistry()
+        self._webhook_endpoints = WebhookEndpoints(self.webhooks)
         self._expected = "Basic " + base64.b64encode(f"{api_id}:{api_token}".encode()).decode()
         self._credentials = (api_id, api_token)
         self.requests_per_minute = requests_per_minute
@@ -189,6 +196,8 @@ class AircallApp:
         elif len(rest) == 3 and rest[0] == "calls" and rest[1].isdigit() and rest[2] in ("comments", "tags"):
             action = self._comment if rest[2] == "comments" else self._tag
             routes = [(True, "POST", lambda: action(request, int(rest[1])))]
+        elif rest[:1] == ["webhooks"]:
+            routes = [(True, m, fn) for m, fn in self._webhook_endpoints.routes(request, rest[1:])]
         if not routes:
             return self._not_found()
         for _, m, fn in routes:
