@@ -58,8 +58,10 @@ AMBIGUITIES: tuple[str, ...] = (
     "times' and the best-practices page's '50 consecutive failures') and 10 (an older tutorial). Default "
     "max_consecutive_failures=50, the two current sources; configurable so a client can be tested at 10.",
     "Backoff schedule (undocumented): 30 s, then doubling, capped at 15 min, which spaces about 50 retries "
-    "over 12 h, the 'up to 50x over 12h' that Attio's receiver assumes. An event is given up after "
-    "max_retries=50 retries or when its next try would fall more than 12 h after its first, whichever first.",
+    "over 12 h, the 'up to 50x over 12h' that Attio's receiver assumes. The schedule runs from when each "
+    "attempt was due, not from when a slow attempt ended, so the number of tries does not depend on the "
+    "machine's load. An event is given up after max_retries=50 retries or when its next try would fall "
+    "more than 12 h after its first, whichever comes first.",
     "Retries carry the same body: the envelope is built once, when the event is generated, so `timestamp` "
     "does not change between attempts (open question 1 of the reference; 'when the payload was built').",
     "A disabled webhook gets no new events; its already-failed events keep their retry schedule, and the "
@@ -160,7 +162,7 @@ class _Job:
     due: float
     duplicate: bool = False
     attempt: int = 0
-    first_at: float | None = None
+    first_due: float | None = None
     hold_deadline: float | None = None
     #: A held-back job that may go once this one has been attempted.
     release: _Job | None = None
@@ -337,13 +339,14 @@ class DeliveryEngine:
             s.holding.pop(wid, None)
             self._counters["dropped"] += len(lane) + len(held)
 
-    def _release(self, job: _Job, now: float) -> None:
+    def _release(self, job: _Job, due: float) -> None:
+        """Queue a held-back job; ``due`` ranks it (the later event's own, so it goes right after it)."""
         if job in self._s.held:
             self._s.held.remove(job)
             if self._s.holding.get(job.webhook_id) is job:
                 del self._s.holding[job.webhook_id]
             job.hold_deadline = None
-            job.due = now
+            job.due = due
             self._push(job)
 
     def _next(self) -> tuple[_Job | None, Webhook | None, float | None]:
@@ -392,8 +395,8 @@ class DeliveryEngine:
                 self._s.busy.add(job.webhook_id)
                 self._s.inflight += 1
                 job.attempt += 1
-                if job.first_at is None:
-                    job.first_at = self.clock.now()
+                if job.first_due is None:
+                    job.first_due = job.due
                 headers = self._headers(len(job.body))
             status, error = self._post(hook.url, job.body, headers)
             with self._cond:
@@ -411,16 +414,18 @@ class DeliveryEngine:
         if change is not None:
             self._counters[change] += 1
         if job.release is not None:
-            self._release(job.release, now)
+            # The held-back event goes next: it arrives after the later one, before anything newer.
+            self._release(job.release, job.due)
             job.release = None
         gave_up = False
         if ok:
             self._counters["delivered"] += 1
         else:
             self._counters["failed"] += 1
-            assert job.first_at is not None
-            next_due = now + o.backoff(job.attempt)
-            if job.attempt - 1 >= o.max_retries or next_due > job.first_at + o.retry_window_s:
+            assert job.first_due is not None
+            # On the planned timeline (see AMBIGUITIES): a retry already overdue goes at once.
+            next_due = job.due + o.backoff(job.attempt)
+            if job.attempt - 1 >= o.max_retries or next_due > job.first_due + o.retry_window_s:
                 gave_up = True
                 self._counters["gave_up"] += 1
             else:
