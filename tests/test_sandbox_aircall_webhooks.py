@@ -194,7 +194,8 @@ def test_create_refusals(box):
         for url in ("https://hooks.example.com/a", "http://127.0.0.1:9/a", "http://localhost/a", "http://[::1]:8/a"):
             assert c.post("/v1/webhooks", json={"url": url}).status_code == 201, url
         # The deprecated V1 user events are still valid names.
-        assert c.post("/v1/webhooks", json={"url": "https://e.example", "events": ["user.connected"]}).status_code == 201
+        v1 = {"url": "https://e.example", "events": ["user.connected"]}
+        assert c.post("/v1/webhooks", json=v1).status_code == 201
 
 
 def test_at_most_100_webhooks(box):
@@ -251,7 +252,8 @@ def test_get_put_delete_and_404(box):
         assert one["token"] == hook["token"] and one["webhook_id"] == wid and isinstance(one["id"], int)
 
         # events_action: add / remove change part of the list.
-        r = c.put(f"/v1/webhooks/{wid}", params={"events_action": "add"}, json={"events": ["call.hungup", "call.ended"]})
+        r = c.put(f"/v1/webhooks/{wid}", params={"events_action": "add"},
+                  json={"events": ["call.hungup", "call.ended"]})
         assert r.status_code == 200
         assert sorted(r.json()["webhook"]["events"]) == ["call.created", "call.ended", "call.hungup"]
         r = c.put(f"/v1/webhooks/{wid}", params={"events_action": "remove"}, json={"events": ["call.created"]})
@@ -452,7 +454,8 @@ def test_lifecycles_of_every_kind(box, receiver):
     vm = receiver.events(call_id=ids["voicemail"])
     vm_ev = _by_event(receiver.bodies(call_id=ids["voicemail"]))
     assert vm_ev["call.ended"][0]["data"]["voicemail"]  # rec. #33
-    assert _before(vm, "call.ended", "call.voicemail_left") and _before(vm, "call.voicemail_left", "call.comm_assets_generated")
+    assert _before(vm, "call.ended", "call.voicemail_left")
+    assert _before(vm, "call.voicemail_left", "call.comm_assets_generated")
     assert vm_ev["call.voicemail_left"][0]["data"]["asset"].endswith("/voicemail")
 
     # Tags and notes when the agent leaves the after-call view: after or before call.ended.
@@ -478,7 +481,8 @@ def test_lifecycles_of_every_kind(box, receiver):
     assert "participants" not in _by_event(receiver.bodies(call_id=ids["in_ans"]))["call.hungup"][0]["data"]
     # Assignment and archiving come last.
     assigned = _by_event(receiver.bodies(call_id=ids["missed_rang"]))["call.assigned"][0]["data"]
-    assert assigned["assigned_to"]["id"] and _before(receiver.events(call_id=ids["missed_rang"]), "call.ended", "call.assigned")
+    assert assigned["assigned_to"]["id"]
+    assert _before(receiver.events(call_id=ids["missed_rang"]), "call.ended", "call.assigned")
     assert receiver.events(call_id=ids["pool"])[-1] == "call.archived"
 
     # Numbers: anonymous, in no CRM, in the CRM seed's pool.
@@ -647,7 +651,8 @@ def test_faults_are_seeded():
             counters = b.webhook_delivery.counters
             # Which events were duplicated or held is decided at publication, from the seed;
             # the arrival order may differ between runs on a loaded machine, so compare sorted.
-            return [counters["duplicates"], counters["held"], *sorted((r.event, r.duplicate) for r in b.webhook_delivery.log)]
+            log = sorted((r.event, r.duplicate) for r in b.webhook_delivery.log)
+            return [counters["duplicates"], counters["held"], *log]
         finally:
             b.stop()
             rx.stop()

@@ -51,7 +51,7 @@ from __future__ import annotations
 import bisect
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,12 @@ AMBIGUITIES: tuple[str, ...] = (
     "agents_did_not_answer or abandoned_in_classic (voicemails included); the other missed reasons never "
     "reach an agent. The rung agent is `user` during the ringing only (rec. #21 vs #30).",
     "call.created fires at started_at; outbound calls have no ringing_on_agent (rec. #19 → #22).",
+    "Notes and tags added through the REST API (POST /v1/calls/:id/comments|tags) show in later events' data "
+    "but send no call.commented / call.tagged of their own: the reference does not say whether changes "
+    "made through the API fire events, and the emulator does not invent one.",
+    "A number given explicitly is formatted as Aircall displays raw_digits (international format with "
+    "spaces); 'unknown' numbers are valid numbers drawn past the generator's pool, so no CRM seeded from "
+    "CallStore.external_numbers() has them.",
 )
 
 
@@ -251,13 +257,8 @@ def resolve_caller(world: World, spec_number: str, n: int, pool: set[str]) -> Ca
     if spec_number == "anonymous":
         return Caller("anonymous", None, EXT_ANONYMOUS, "anonymous", False)
     if spec_number == "pool":
-        # Only valid numbers: a pool entry is in the CRM seed only if it is one.
-        for _ in range(100):
-            code = world.pick_caller(rng)
-            ext = world.ext(code)
-            if ext.country and "+" + ext.digits in pool:
-                return Caller(ext.raw, ext.country, code, "pool", True)
-        code = 0
+        # The generator's repeat-caller weights: a few numbers call often.
+        code = world.pick_caller(rng)
         ext = world.ext(code)
         return Caller(ext.raw, ext.country, code, "pool", "+" + ext.digits in pool)
     if spec_number == "unknown":
@@ -481,7 +482,7 @@ def _participants(world: World, rng: random.Random, agent_i: int, raw: str, base
     return parts
 
 
-def background_specs(seed: int, tags: Sequence[str]) -> Any:
+def background_specs(seed: int, tags: Sequence[str]) -> Iterator[CallSpec]:
     """The endless, seeded sequence of calls the background mode places.
 
     First one call of each case the tool distinguishes, then a random mix

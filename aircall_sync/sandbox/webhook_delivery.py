@@ -82,7 +82,7 @@ AMBIGUITIES: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class DeliveryOptions:
-    """How the engine delivers. Durations are emulated seconds unless named ``*_real_s``/``timeout_s``."""
+    """How the engine delivers. Durations are emulated seconds, except ``timeout_s`` (real seconds)."""
 
     #: Probability that an event is delivered a second time (at least once, §1.5).
     p_duplicate: float = 0.0
