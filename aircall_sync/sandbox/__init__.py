@@ -3,7 +3,14 @@
 - :mod:`.server`: the generic loopback HTTP(S) server, request log and fault
   injection that every emulated API is mounted on.
 - :mod:`.generator`: the deterministic Aircall data set and its compact store.
-- :mod:`.aircall_api`: the Aircall public API v1 emulator.
+- :mod:`.aircall_api`: the Aircall public API v1 emulator (it routes
+  ``/v1/webhooks`` to :mod:`.aircall_webhooks`, the webhook registry).
+- Live mode: :mod:`.webhook_delivery` POSTs webhook events to registered URLs
+  (retries, auto-disable, seeded duplicate/reorder faults);
+  :mod:`.live_traffic` places calls over time whose lifecycle
+  (:mod:`.live_calls`) updates the store and publishes the events; both run on
+  :mod:`.live_clock`'s scaled clock. ``Sandbox(SandboxOptions(live=True))``
+  (:mod:`.stack`) wires them together.
 
 Typical use in a test::
 

@@ -15,6 +15,8 @@ the payloads in ``shared/reference/aircall/``:
   ``aircall/error-10k-cap-400.json``, whatever the total (§3).
 - ``GET /v1/calls/:id`` → ``{"call": …}``; ``POST /v1/calls/:id/comments`` and
   ``POST /v1/calls/:id/tags`` mutate the call (§2).
+- ``/v1/webhooks`` and ``/v1/webhooks/:webhook_id`` (aircall-live.md §1.1),
+  served by :mod:`.aircall_webhooks`; this module only routes to them.
 - An optional leaky-bucket rate limit: 429 with ``X-AircallApi-Limit``,
   ``-Remaining`` and ``-Reset`` (UNIX epoch seconds), headers that are absent
   from every other response (§4).
@@ -36,6 +38,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, page_params
+from aircall_sync.sandbox.aircall_common import error_body as _error_body
+from aircall_sync.sandbox.aircall_webhooks import WebhookEndpoints, WebhookRegistry
 from aircall_sync.sandbox.generator import CallStore, TimeLike, generate
 from aircall_sync.sandbox.server import Fault, Faults, LoopbackServer, Request, Response
 
@@ -50,38 +55,6 @@ __all__ = [
 
 DEFAULT_API_ID = "sandbox-api-id"
 DEFAULT_API_TOKEN = "sandbox-api-token"
-
-DEFAULT_PER_PAGE = 20     # §2
-MAX_PER_PAGE = 50         # §2, §3: larger values are clamped, not refused
-MAX_RECORDS = 10_000      # §3
-
-# §3 / aircall/error-10k-cap-400.json, byte for byte in content.
-CAP_ERROR_BODY: dict[str, Any] = {
-    "error": "Bad Request",
-    "data": None,
-    "message": "BAD_REQUEST",
-    "errors": "Your query is limited to 10k results and pagination is out of bound, please use timestamps or other filters.",
-    "troubleshoot": "BAD_REQUEST",
-    "success": False,
-}
-
-
-def _error_body(status: int, errors: str) -> dict[str, Any]:
-    """An error in the one shape observed on the wire (§1, the 400 of the cap).
-
-    Only the 400 body was captured; other statuses reuse its keys with the
-    matching reason phrase, which is what clients that read ``message`` /
-    ``error`` / ``errors`` need.
-    """
-    reason = {
-        400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-        405: "Method Not Allowed", 422: "Unprocessable Entity", 429: "Too Many Requests",
-        500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-        504: "Gateway Timeout",
-    }.get(status, "Error")
-    code = reason.upper().replace(" ", "_")
-    return {"error": reason, "data": None, "message": code, "errors": errors,
-            "troubleshoot": code, "success": False}
 
 
 class LeakyBucket:
@@ -120,16 +93,6 @@ def _flag(value: str | None) -> bool:
     return value is not None and value.strip().lower() in ("true", "1", "yes")
 
 
-def _int_or(value: str | None, default: int) -> int:
-    """Lenient integer parsing for page / per_page, as Rails-style ``to_i`` does."""
-    if value is None:
-        return default
-    try:
-        return int(value.strip())
-    except ValueError:
-        return default
-
-
 class AircallApp:
     """The Aircall v1 API over a :class:`CallStore`.
 
@@ -138,6 +101,7 @@ class AircallApp:
     ``history_days`` hides calls older than that many days, as Aircall's
     history window does (§2; unset by default because the 3-vs-6 months
     figure is unconfirmed and tests use fixed past dates).
+    ``webhooks`` is the company's webhook registry (a fresh one by default).
     """
 
     def __init__(
@@ -150,8 +114,11 @@ class AircallApp:
         rate_window_seconds: float = 60.0,
         history_days: float | None = None,
         clock: Callable[[], float] = time.time,
+        webhooks: WebhookRegistry | None = None,
     ) -> None:
         self.store = store
+        self.webhooks = webhooks if webhooks is not None else WebhookRegistry()
+        self._webhook_endpoints = WebhookEndpoints(self.webhooks)
         self._expected = "Basic " + base64.b64encode(f"{api_id}:{api_token}".encode()).decode()
         self._credentials = (api_id, api_token)
         self.requests_per_minute = requests_per_minute
@@ -229,6 +196,8 @@ class AircallApp:
         elif len(rest) == 3 and rest[0] == "calls" and rest[1].isdigit() and rest[2] in ("comments", "tags"):
             action = self._comment if rest[2] == "comments" else self._tag
             routes = [(True, "POST", lambda: action(request, int(rest[1])))]
+        elif rest[:1] == ["webhooks"]:
+            routes = [(True, m, fn) for m, fn in self._webhook_endpoints.routes(request, rest[1:])]
         if not routes:
             return self._not_found()
         for _, m, fn in routes:
@@ -249,14 +218,10 @@ class AircallApp:
 
     def _list(self, request: Request, *, search: bool) -> Response:
         q = request.query
-        page = max(1, _int_or(q.get("page"), 1))
-        per_page = _int_or(q.get("per_page"), DEFAULT_PER_PAGE)
-        if per_page < 1:
-            per_page = DEFAULT_PER_PAGE
-        per_page = min(per_page, MAX_PER_PAGE)  # §3: clamped silently
+        page, per_page, over_cap = page_params(q)  # §3: per_page clamped silently
         # §3: checked on the requested position, before anything else, even
         # when nothing matches.
-        if page * per_page > MAX_RECORDS:
+        if over_cap:
             return Response.json(CAP_ERROR_BODY, status=400)
 
         try:

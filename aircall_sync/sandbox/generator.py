@@ -1012,6 +1012,19 @@ class CallStore:
             self.version += 1
         return out
 
+    def reserve_id(self, gap: int = 1) -> int:
+        """A fresh call id, ``gap`` above the last one, for a call added later.
+
+        Live traffic must return a call's id when the call is *placed*, before
+        it starts and is added (:meth:`add_calls` with that id); reserving
+        keeps any other call from taking the id meanwhile. A gap of more than
+        one mimics Aircall's ids, global to every company.
+        """
+        with self._lock:
+            cid = self._next_id + max(0, gap - 1)
+            self._next_id = cid + 1
+            return cid
+
     def _ensure_sorted(self) -> None:
         if not self._dirty:
             return

@@ -8,7 +8,8 @@ them looks like. Nothing here imports the client's code.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,16 @@ from typing import Any
 import tomli_w
 
 from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
+from aircall_sync.sandbox.aircall_webhooks import WebhookRegistry
 from aircall_sync.sandbox.front_api import DEFAULT_API_TOKEN as FRONT_TOKEN
 from aircall_sync.sandbox.front_api import start_front_sandbox
-from aircall_sync.sandbox.generator import CallStore, generate
+from aircall_sync.sandbox.generator import CallStore, generate, to_epoch
+from aircall_sync.sandbox.live_clock import LiveClock
+from aircall_sync.sandbox.live_traffic import LiveTraffic
 from aircall_sync.sandbox.salesforce_api import AuthConfig, OrgOptions, SalesforceFaults, start_salesforce_sandbox
 from aircall_sync.sandbox.server import Faults, LoopbackServer
 from aircall_sync.sandbox.tls import ensure_tls_files, server_ssl_context
+from aircall_sync.sandbox.webhook_delivery import DeliveryEngine, DeliveryOptions
 
 BANNER = "aircall-sync sandbox: emulated APIs on loopback, not the real services"
 
@@ -55,6 +60,16 @@ class SandboxOptions:
     front_known_share: float = 0.2
     #: Where the sandbox's TLS files go (None: a temporary folder removed at stop).
     tls_dir: Path | None = None
+    #: Live mode: calls placed over time (``Sandbox.traffic``) and their webhook events delivered to
+    #: the webhooks registered through ``POST /v1/webhooks``. The webhook endpoints exist either way.
+    live: bool = False
+    #: Calls placed per emulated hour in the background (0: only the calls a test places).
+    live_calls_per_hour: float = 0.0
+    #: Real seconds per emulated second for live mode's timings (1.0: real time; 0.001: the 30 s
+    #: before call.ended take 30 ms). The live clock starts at the data set's end.
+    time_scale: float = 1.0
+    #: Webhook delivery: faults (p_duplicate, p_reorder), timeout, failures before auto-disable…
+    webhook_delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
 
 
 @dataclass
@@ -65,6 +80,14 @@ class Sandbox:
     salesforce: Any = None  # the SalesforceSandbox: .server, .store, .app, .summary
     front_sandbox: Any = None  # the FrontSandbox: .server, .store, .app
     ca_path: Path | None = None
+    #: The emulated clock of live mode (webhook timings, placed calls).
+    live_clock: LiveClock | None = None
+    #: The Aircall company's webhooks (what ``/v1/webhooks`` serves).
+    aircall_webhooks: WebhookRegistry | None = None
+    #: Delivers webhook events; its threads start with the first event.
+    webhook_delivery: DeliveryEngine | None = None
+    #: Places calls over time (``options.live`` only).
+    traffic: LiveTraffic | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
     def start(self) -> Sandbox:
@@ -72,11 +95,15 @@ class Sandbox:
         end = o.end or datetime.now(UTC).replace(microsecond=0)
         store = generate(calls=o.calls, seed=o.seed, start=end - timedelta(days=o.days), end=end,
                          pool_size=o.pool_size)
+        # Live calls start where the generated data ends (now, unless end is given).
+        self.live_clock = LiveClock(o.time_scale, origin=to_epoch(end))
+        self.aircall_webhooks = WebhookRegistry(seed=o.seed, clock=self.live_clock.now)
         app = AircallApp(
             store,
             api_id=DEFAULT_API_ID,
             api_token=DEFAULT_API_TOKEN,
             requests_per_minute=o.aircall_requests_per_minute,
+            webhooks=self.aircall_webhooks,
         )
         tls_dir = o.tls_dir
         if tls_dir is None and (o.salesforce or o.aircall_tls):
@@ -106,9 +133,24 @@ class Sandbox:
                 requests_per_minute=o.front_requests_per_minute, faults=o.front_faults,
                 burst_limit_per_second=o.front_burst_limit_per_second, rate_window_seconds=60.0,
             )
+        delivery = o.webhook_delivery
+        if delivery.ca_file is None and self.ca_path is not None:
+            # An HTTPS receiver may use the sandbox's loopback certificate.
+            delivery = replace(delivery, ca_file=self.ca_path)
+        self.webhook_delivery = DeliveryEngine(self.aircall_webhooks, self.live_clock, delivery, seed=o.seed)
+        if o.live:
+            self.traffic = LiveTraffic(store, self.webhook_delivery, self.live_clock,
+                                       base_url=self.aircall_server.url, seed=o.seed)
+            if o.live_calls_per_hour > 0:
+                self.traffic.start_background(o.live_calls_per_hour)
         return self
 
     def stop(self) -> None:
+        # Producers first: no event may be published into a stopped engine.
+        if self.traffic is not None:
+            self.traffic.stop()
+        if self.webhook_delivery is not None:
+            self.webhook_delivery.stop()
         if self.aircall_server is not None:
             self.aircall_server.stop()
         if self.salesforce is not None:
@@ -123,6 +165,14 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def wait_idle(self, timeout: float = 10.0, *, finalize: bool = True) -> bool:
+        """Block until placed calls have run their lifecycle and no webhook delivery is pending."""
+        deadline = time.monotonic() + timeout
+        if self.traffic is not None and not self.traffic.wait_idle(timeout, finalize=finalize):
+            return False
+        assert self.webhook_delivery is not None, "start the sandbox first"
+        return self.webhook_delivery.wait_idle(max(0.0, deadline - time.monotonic()))
 
     @property
     def aircall_url(self) -> str:
