@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -69,13 +70,13 @@ class ServeProcess:
     """``aircall-sync serve --port 0`` as a subprocess; its log lines are kept in ``lines``."""
 
     def __init__(self, config: Path, *, token: str = TOKEN, extra_env: Mapping[str, str] | None = None,
-                 args: tuple[str, ...] = ()):
+                 args: tuple[str, ...] = (), port: int = 0, verify: str | bool = True):
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRCALL_SYNC_")}
         env.update({"PYTHONPATH": str(REPO), "AIRCALL_WEBHOOK_TOKEN": token, "PYTHONUNBUFFERED": "1",
                     "NO_COLOR": "1", "TERM": "dumb"})
         env.update(extra_env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aircall_sync", "--config", str(config), *args, "serve", "--port", "0"],
+            [sys.executable, "-m", "aircall_sync", "--config", str(config), *args, "serve", "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=env,
             cwd=str(REPO), start_new_session=True)
         self.lines: list[str] = []
@@ -84,6 +85,8 @@ class ServeProcess:
         self._reader.start()
         self.base = ""
         self.path = ""
+        # The CA that signed serve's certificate, when it speaks HTTPS.
+        self.verify = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -109,7 +112,7 @@ class ServeProcess:
                 assert time.monotonic() < deadline, f"serve did not start:\n{self.output}"
         while True:
             try:
-                if httpx.get(self.base + "/readyz", timeout=5).status_code == 200:
+                if httpx.get(self.base + "/readyz", timeout=5, verify=self.verify).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -119,11 +122,12 @@ class ServeProcess:
 
     def post(self, body: Any, *, raw: bytes | None = None, headers: Mapping[str, str] | None = None) -> httpx.Response:
         if raw is not None:
-            return httpx.post(self.base + self.path, content=raw, headers=dict(headers or {}), timeout=10)
-        return httpx.post(self.base + self.path, json=body, timeout=10)
+            return httpx.post(self.base + self.path, content=raw, headers=dict(headers or {}), timeout=10,
+                              verify=self.verify)
+        return httpx.post(self.base + self.path, json=body, timeout=10, verify=self.verify)
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(self.base + path, timeout=10)
+        return httpx.get(self.base + path, timeout=10, verify=self.verify)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         if self.proc.poll() is None:
@@ -134,6 +138,8 @@ class ServeProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self._reader.join(timeout=5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return self.proc.returncode
 
     def kill(self) -> int:
