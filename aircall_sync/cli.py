@@ -432,7 +432,11 @@ def _our_url(settings, url: str | None) -> str:
     chosen = url or settings.live.public_url
     if not chosen:
         raise UsageError("no webhook URL: pass --url https://... or set live.public_url (the URL Aircall calls)")
-    if not chosen.startswith("https://"):
+    from urllib.parse import urlsplit
+
+    # Plain HTTP only for a receiver on this machine (the sandbox); Aircall itself refuses it.
+    if not chosen.startswith("https://") and not (chosen.startswith("http://")
+                                                  and _is_loopback(urlsplit(chosen).hostname or "")):
         raise UsageError(f'--url / live.public_url: Aircall delivers only to https:// URLs with a valid '
                          f'certificate, got "{chosen}"')
     return chosen.rstrip("/")
@@ -558,6 +562,15 @@ def sandbox(
         typer.Option("--write-settings", help="Also write the settings to this file (refuses to overwrite).",
                      show_default=False),
     ] = None,
+    live: Annotated[bool, typer.Option("--live", help="Also place calls over time and deliver their webhook "
+                                                      "events to `serve` (the settings point it at them).")] = False,
+    calls_per_hour: Annotated[float, typer.Option("--calls-per-hour", help="With --live: calls placed per hour.")
+                              ] = 60.0,
+    serve_port: Annotated[int, typer.Option("--serve-port", help="With --live: the port serve will listen on; "
+                                                                 "the sandbox's webhook points there.")] = 8080,
+    time_scale: Annotated[float, typer.Option("--time-scale", help="With --live: real seconds per emulated second "
+                                                                   "(0.1: calls and their events go 10 times faster)."
+                                              )] = 1.0,
 ) -> None:
     """Serve the emulated APIs on loopback and print the settings that point at them."""
     from aircall_sync.sandbox.stack import BANNER, Sandbox, SandboxOptions
@@ -568,9 +581,18 @@ def sandbox(
         raise UsageError(f"--port: expected 0 to 65533 (Salesforce and Front take the next two ports), got {port}")
     if calls < 0 or days < 1:
         raise UsageError("--calls must be 0 or more and --days 1 or more")
+    if live and not (0 < calls_per_hour <= 36000):
+        raise UsageError(f"--calls-per-hour: expected more than 0 and at most 36000, got {calls_per_hour:g}")
+    if live and not 1 <= serve_port <= 65535:
+        raise UsageError(f"--serve-port: expected 1 to 65535, got {serve_port}")
+    if live and not 0.001 <= time_scale <= 10:
+        raise UsageError(f"--time-scale: expected 0.001 to 10, got {time_scale:g}")
     state_path = Path("aircall-sync-sandbox.sqlite3").resolve()
-    with Sandbox(SandboxOptions(calls=calls, seed=seed, days=days, host=host, port=port)) as box:
-        text = box.settings_toml(state_path, targets=("salesforce", "front"))
+    options = SandboxOptions(calls=calls, seed=seed, days=days, host=host, port=port, live=live,
+                             live_calls_per_hour=calls_per_hour if live else 0.0, time_scale=time_scale)
+    with Sandbox(options) as box:
+        receiver = box.register_receiver(serve_port) if live else None
+        text = box.settings_toml(state_path, targets=("salesforce", "front"), live=receiver)
         if write_settings is not None:
             try:
                 with open(write_settings, "x", encoding="utf-8") as out:
@@ -580,6 +602,9 @@ def sandbox(
         typer.echo(text, nl=False)
         _echo_err(f"{BANNER}. Aircall: {box.aircall_url} ({calls} calls over {days} days, seed {seed}); "
                   f"Salesforce: {box.salesforce.url} (TLS; its CA is in the settings); Front: {box.front_sandbox.url}.")
+        if receiver is not None:
+            _echo_err(f"Live: {calls_per_hour:g} calls an hour are placed; their webhook events go to "
+                      f"{receiver['public_url']}: run `aircall-sync --config <these settings> serve` to log them.")
         _echo_err("Use the settings above (--config), e.g. aircall-sync calls --from ... --to ...; Ctrl-C stops.")
         try:
             while True:
@@ -595,6 +620,8 @@ def demo(
     calls: Annotated[int, typer.Option("--calls", help="How many sandbox calls to log.")] = 300,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 1,
     mode: Annotated[str, typer.Option("--mode", help="task (a Task per call) or voice (Service Cloud Voice).")] = "task",
+    live: Annotated[bool, typer.Option("--live", help="Live mode instead: calls placed in the sandbox are logged "
+                                                      "by `serve` as they end, with the delay of each.")] = False,
 ) -> None:
     """Start the sandbox, preview a backfill, run it and show what landed (no credentials needed)."""
     import tempfile
@@ -606,6 +633,11 @@ def demo(
         raise UsageError(f"--calls: expected 1 to 20000, got {calls}")
     if mode not in ("task", "voice"):
         raise UsageError(f'--mode: expected one of task, voice, got "{mode}"')
+    if live:
+        from aircall_sync.live.demo import run_live_demo
+
+        run_live_demo(sys.stdout, seed=seed, mode=mode, calls=min(calls, 100))
+        return
     options = _options(ctx)
     out = sys.stdout
     with tempfile.TemporaryDirectory(prefix="aircall-sync-demo-") as tmp, \

@@ -17,7 +17,7 @@ from typing import Any
 import tomli_w
 
 from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
-from aircall_sync.sandbox.aircall_webhooks import WebhookRegistry
+from aircall_sync.sandbox.aircall_webhooks import CALL_EVENTS, WebhookRegistry
 from aircall_sync.sandbox.front_api import DEFAULT_API_TOKEN as FRONT_TOKEN
 from aircall_sync.sandbox.front_api import start_front_sandbox
 from aircall_sync.sandbox.generator import CallStore, generate, to_epoch
@@ -187,9 +187,24 @@ class Sandbox:
     def sf_store(self):
         return self.salesforce[1] if self.salesforce is not None else None
 
+    def register_receiver(self, port: int, path: str = "/aircall/webhook") -> dict:
+        """Register a webhook for a receiver on this machine (``serve``), as an admin would in Aircall,
+        and return the ``[live]`` settings that go with it (its URL, port and token).
+
+        Subscribed to every call event: the receiver takes what it needs. Plain ``http://`` is
+        accepted for loopback receivers only (a sandbox decision; Aircall wants HTTPS).
+        """
+        assert self.aircall_webhooks is not None, "start the sandbox first"
+        url = f"http://{self.options.host}:{port}{path}"
+        hook = self.aircall_webhooks.create({"custom_name": "aircall-sync sandbox", "url": url,
+                                             "events": list(CALL_EVENTS)})
+        return {"host": self.options.host, "port": port, "path": path, "public_url": url,
+                "webhook_token": hook.token}
+
     def settings(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3", mode: str = "task",
-                 targets: tuple[str, ...] = ("salesforce",)) -> dict:
-        """Settings (as a TOML-ready dict) that point the tool at this sandbox, for the given targets."""
+                 targets: tuple[str, ...] = ("salesforce",), live: dict | None = None) -> dict:
+        """Settings (as a TOML-ready dict) that point the tool at this sandbox, for the given targets
+        (and ``live``: the ``[live]`` table of :meth:`register_receiver`)."""
         front = {"front": {
             "enabled": True,
             "api_token": FRONT_TOKEN,
@@ -217,12 +232,13 @@ class Sandbox:
                 "ca_bundle": str(self.ca_path),
             }} if self.salesforce is not None and "salesforce" in targets else {}),
             **front,
+            **({"live": dict(live)} if live else {}),
         }
 
     def settings_toml(self, state_path: str | Path = "aircall-sync-sandbox.sqlite3", mode: str = "task",
-                      targets: tuple[str, ...] = ("salesforce",)) -> str:
+                      targets: tuple[str, ...] = ("salesforce",), live: dict | None = None) -> str:
         head = (
             f"# {BANNER}.\n"
             "# The credentials below are the sandbox's fixed test values, not secrets.\n"
         )
-        return head + tomli_w.dumps(self.settings(state_path, mode, targets))
+        return head + tomli_w.dumps(self.settings(state_path, mode, targets, live))
