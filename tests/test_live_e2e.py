@@ -208,3 +208,34 @@ def test_serve_and_a_backfill_side_by_side_write_nothing_twice(box, tmp_path):
         assert len(leads) == len(set(leads))  # one Lead per unknown number (R-SF-MATCH-5)
     finally:
         assert serve.stop() == 0
+
+
+def test_the_webhook_token_appears_nowhere(box, tmp_path):
+    """DESIGN §3: the webhook token is never logged, stored in the inbox, or echoed; a wrong one neither."""
+    wrong = "FAKEwrongWEBHOOKtoken-Zq81"
+    config = config_for(box, tmp_path)
+    serve = ServeProcess(config, args=("--verbose", "--log-format", "json"))
+    texts: dict[str, str] = {}
+    try:
+        serve.wait_ready()
+        call = finished(box)[0]
+        for body in events_for(box, [call]):
+            assert serve.post(body).status_code == 200
+        refused = serve.post(dict(events_for(box, [call])[1], token=wrong))
+        assert refused.status_code == 401
+        texts["refusal"] = refused.text
+        wait_for(lambda: len(task_ids(box)) == 1, BOUND, "the call logged")
+        texts["metrics"] = serve.get("/metrics").text
+        texts["readyz"] = serve.get("/readyz").text
+    finally:
+        assert serve.stop() == 0
+    texts["serve output"] = serve.output
+    status = CliRunner().invoke(app, ["--config", str(config), "--verbose", "status"],
+                                env={"AIRCALL_WEBHOOK_TOKEN": TOKEN})
+    texts["status"] = status.output
+    for file in tmp_path.glob("state.sqlite3*"):
+        texts[file.name] = file.read_bytes().decode("latin-1")
+    assert any('"message": "live: 1 call(s)' in line for line in serve.lines)  # JSON log lines
+    for where, text in texts.items():
+        for secret in (TOKEN, wrong):
+            assert secret not in text, f"{secret} found in {where}"
