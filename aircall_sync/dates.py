@@ -1,9 +1,9 @@
-"""Reading the dates users type (DESIGN §3) and the durations of the settings."""
+"""Reading the dates users type (DESIGN §3), and the UTC text the state store keeps."""
 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from aircall_sync.errors import UsageError
 
@@ -39,3 +39,16 @@ def parse_range(start: str, end: str, zone: tzinfo) -> tuple[datetime, datetime]
     if lower >= upper:
         raise UsageError(f'--from ({start}) must be before --to ({end}); swap them')
     return lower, upper
+
+
+def utc_text(moment: datetime) -> str:
+    """Fixed-width ISO-8601 UTC text (``2026-11-21T10:00:00.000000Z``): reads well in the ``sqlite3``
+    shell and sorts as it should when compared as text."""
+    # isoformat pads the year to four digits, unlike strftime("%Y") on glibc, which keeps the text
+    # fixed-width and therefore sortable.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_utc_text(text: str) -> datetime:
+    """The moment :func:`utc_text` wrote."""
+    return datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=UTC)

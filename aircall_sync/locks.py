@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from aircall_sync.dates import parse_utc_text, utc_text
 from aircall_sync.errors import LockHeldError, StateError
 
 __all__ = ["LockInfo", "RunLock", "WriteLock", "acquire_lock", "lock_path"]
@@ -104,14 +105,6 @@ class RunLock:
         self.release()
 
 
-def _ts(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=UTC)
-
-
 def _read_holder(fd: int) -> LockInfo:
     # The holder writes its details right after taking the lock; a reader can
     # land in between, so an empty file gets a few short retries.
@@ -133,7 +126,7 @@ def _read_holder(fd: int) -> LockInfo:
     pid = raw.get("pid")
     command = raw.get("command")
     try:
-        started = _parse_ts(raw["started_at"]) if isinstance(raw.get("started_at"), str) else None
+        started = parse_utc_text(raw["started_at"]) if isinstance(raw.get("started_at"), str) else None
     except ValueError:
         started = None
     return LockInfo(
@@ -175,7 +168,7 @@ def acquire_lock(state_path: str | os.PathLike[str], command: str) -> RunLock:
             os.close(fd)
     info = LockInfo(pid=os.getpid(), started_at=datetime.now(UTC).replace(microsecond=0), command=command)
     try:
-        body = json.dumps({"pid": info.pid, "started_at": _ts(info.started_at), "command": command},
+        body = json.dumps({"pid": info.pid, "started_at": utc_text(info.started_at), "command": command},
                           sort_keys=True, separators=(",", ":"))
         os.ftruncate(fd, 0)
         os.pwrite(fd, body.encode("utf-8"), 0)

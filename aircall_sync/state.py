@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
 from aircall_sync import __version__
+from aircall_sync.dates import parse_utc_text, utc_text
 from aircall_sync.errors import StateError
 from aircall_sync.locks import LockInfo, RunLock, acquire_lock
 
@@ -319,14 +320,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _ts(dt: datetime) -> str:
-    # isoformat pads the year to four digits, unlike strftime("%Y") on glibc,
-    # which keeps the text fixed-width and therefore sortable.
-    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=UTC)
+_ts = utc_text
+_parse_ts = parse_utc_text
 
 
 def _opt_ts(text: str | None) -> datetime | None:

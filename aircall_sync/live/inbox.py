@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aircall_sync.aircall.models import parse_timestamp
+from aircall_sync.dates import parse_utc_text, utc_text
 from aircall_sync.state import State
 
 __all__ = ["Event", "Inbox", "InboxStats", "classify", "event_ms"]
@@ -96,14 +97,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _ts(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _parse_ts(text: str) -> datetime:
-    return datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class Event:
     """One stored delivery."""
@@ -156,7 +149,7 @@ class Inbox:
             cursor = conn.execute(
                 "INSERT INTO events (dedupe, event, kind, object_id, event_ms, finished, started_at, received_at, "
                 "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe) DO NOTHING",
-                (dedupe, name, kind, object_id, ms, int(finished), started, _ts(received), body),
+                (dedupe, name, kind, object_id, ms, int(finished), started, utc_text(received), body),
             )
             return cursor.rowcount == 1
 
@@ -164,7 +157,7 @@ class Inbox:
 
     def due(self, *, now: datetime | None = None, limit: int = 5000) -> list[Event]:
         """Waiting events whose time has come, in arrival order."""
-        moment = _ts(now or _now())
+        moment = utc_text(now or _now())
         with self.state.sql(write=False) as conn:
             rows = conn.execute(
                 "SELECT seq, event, kind, object_id, event_ms, finished, received_at, body, attempts FROM events "
@@ -180,7 +173,7 @@ class Inbox:
                 "SELECT min(coalesce(next_try_at, '')) FROM events WHERE status = 'pending'").fetchone()
         if row is None or row[0] is None:
             return None
-        return _now() if row[0] == "" else _parse_ts(row[0])
+        return _now() if row[0] == "" else parse_utc_text(row[0])
 
     def applied(self, kind: str, object_ids: Iterable[str]) -> dict[str, tuple[int, int]]:
         """Per object, ``(event_ms, seq)`` of the newest snapshot applied so far."""
@@ -211,7 +204,7 @@ class Inbox:
 
     def mark_applied(self, kind: str, snapshots: Mapping[str, tuple[int, int]]) -> None:
         """Remember the newest snapshot applied per object (never moves back)."""
-        now = _ts(_now())
+        now = utc_text(_now())
         with self.state.sql(write=True) as conn:
             conn.executemany(
                 "INSERT INTO live_objects (kind, object_id, applied_ms, applied_seq, updated_at) "
@@ -223,14 +216,14 @@ class Inbox:
 
     def done(self, seqs: Iterable[int], *, error: str | None = None) -> None:
         """Processed (``error``: processed, but what it carried could not be used; kept for `status`)."""
-        rows = [(_ts(_now()), error[:_MAX_ERROR] if error else None, seq) for seq in seqs]
+        rows = [(utc_text(_now()), error[:_MAX_ERROR] if error else None, seq) for seq in seqs]
         with self.state.sql(write=True) as conn:
             conn.executemany("UPDATE events SET status = 'done', done_at = ?, last_error = coalesce(?, last_error) "
                              "WHERE seq = ?", rows)
 
     def retry(self, seqs: Iterable[int], error: str, at: datetime) -> None:
         """Not processed this time: tried again at ``at``."""
-        rows = [(error[:_MAX_ERROR], _ts(at), seq) for seq in seqs]
+        rows = [(error[:_MAX_ERROR], utc_text(at), seq) for seq in seqs]
         with self.state.sql(write=True) as conn:
             conn.executemany("UPDATE events SET attempts = attempts + 1, last_error = ?, next_try_at = ? "
                              "WHERE seq = ? AND status = 'pending'", rows)
@@ -238,7 +231,7 @@ class Inbox:
     def prune(self, before: datetime) -> int:
         """Forget processed events older than ``before`` (``live.keep_events``)."""
         with self.state.sql(write=True) as conn:
-            return conn.execute("DELETE FROM events WHERE status = 'done' AND done_at < ?", (_ts(before),)).rowcount
+            return conn.execute("DELETE FROM events WHERE status = 'done' AND done_at < ?", (utc_text(before),)).rowcount
 
     # ------------------------------------------------------------ reading
 
@@ -249,7 +242,7 @@ class Inbox:
             last = conn.execute("SELECT last_error FROM events WHERE status = 'pending' AND last_error IS NOT NULL "
                                 "ORDER BY seq DESC LIMIT 1").fetchone()
             stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        return InboxStats(depth=depth, oldest=_parse_ts(oldest) if oldest else None, failing=failing or 0,
+        return InboxStats(depth=depth, oldest=parse_utc_text(oldest) if oldest else None, failing=failing or 0,
                           last_error=last[0] if last else None, stored=stored)
 
     def events_of(self, kind: str, object_id: str) -> list[Event]:
@@ -263,4 +256,4 @@ class Inbox:
 def _event(row: tuple) -> Event:
     seq, event, kind, object_id, ms, finished, received_at, body, attempts = row
     return Event(seq=seq, event=event, kind=kind, object_id=object_id, event_ms=ms, finished=bool(finished),
-                 received_at=_parse_ts(received_at), body=json.loads(body), attempts=attempts)
+                 received_at=parse_utc_text(received_at), body=json.loads(body), attempts=attempts)
