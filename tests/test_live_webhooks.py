@@ -242,3 +242,39 @@ def test_calls_placed_in_aircall_are_logged_by_serve_as_a_backfill_would_log_the
 
 def _aircall_paths(box: Sandbox) -> list[str]:
     return [record.path for record in box.aircall_server.requests]
+
+
+def test_after_an_outage_serve_enables_its_webhook_again_and_aircall_delivers_what_failed(tmp_path):
+    """serve was down: Aircall's deliveries failed, it disabled the webhook after N consecutive failures and
+    kept retrying the events (reference §1.5). serve starts: it enables the webhook again (full event list),
+    the retries get through, and the calls are logged."""
+    delivery = DeliveryOptions(max_consecutive_failures=3, backoff_base_s=0.2, backoff_cap_s=1.0)
+    box = Sandbox(SandboxOptions(calls=20, seed=14, days=1, live=True, webhook_delivery=delivery,
+                                 front=False)).start()
+    try:
+        port = _free_port()
+        receiver = box.register_receiver(port)
+        config = write_settings(tmp_path / "settings.toml", box.settings(tmp_path / "state.sqlite3", live=receiver))
+        start = datetime.now(UTC) - timedelta(minutes=15)
+        placed = [box.traffic.place(at=start + timedelta(seconds=20 * i), talk_s=30, kind=kind)
+                  for i, kind in enumerate(("inbound_answered", "outbound_answered", "missed"))]
+        [hook] = box.aircall_webhooks.all()
+        wait_for(lambda: not box.aircall_webhooks.find(hook.webhook_id).active, 30, "Aircall disabling the webhook")
+        assert box.sf_store.records("Task") == []
+        serve = ServeProcess(config, port=port)
+        try:
+            serve.wait_ready()
+            wait_for(lambda: {str(c) for c in placed} <= {t["CallObject"] for t in box.sf_store.records("Task")},
+                     30, "the retried deliveries logged")
+            again = box.aircall_webhooks.find(hook.webhook_id)
+            assert again.active and set(again.events) == set(CALL_EVENTS)  # exactly what serve needs
+            assert "enabled again" in serve.output
+        finally:
+            assert serve.stop() == 0
+        tasks = [t["CallObject"] for t in box.sf_store.records("Task")]
+        assert len(tasks) == len(set(tasks))
+        status = run(config, "status")
+        assert "(serve enabled it again)" in status.stdout
+    finally:
+        box.stop()
+
