@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -98,9 +99,10 @@ AMBIGUITIES: tuple[str, ...] = (
     "One external participant in the sentiment and the transcript: the call's external party, as "
     "'+digits' from raw_digits (the sample shows E.164), or 'anonymous'. Conference guests are not "
     "transcribed. The agent speaking is the call's user (the one who answered or placed it).",
-    "Utterance times count from the call's started_at as the REST record has it when served: after "
-    "Aircall's late rewrite moves started_at by +1 s (wire-formats.md Aircall §1) they read 1 s earlier. "
-    "The text never changes.",
+    "Utterance times and call_created_at count from the call's start as it was when the call happened: "
+    "Aircall's late rewrite of started_at (+1 s on some calls, wire-formats.md Aircall §1) does not move "
+    "them, so an insight read before and after the rewrite is the same (live traffic pins each placed "
+    "call's original start).",
 )
 
 
@@ -159,6 +161,17 @@ class AiInsights:
         self.clock = clock
         self.package = package
         self.options = options or AiOptions()
+        self._starts: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def pin_start(self, call_id: int, started_at: int) -> None:
+        """Remember a live call's original start: insights keep it after Aircall rewrites ``started_at``."""
+        with self._lock:
+            self._starts[call_id] = int(started_at)
+
+    def _started_at(self, call: Mapping[str, Any]) -> int:
+        with self._lock:
+            return self._starts.get(int(call["id"]), int(call["started_at"]))
 
     # -- when ---------------------------------------------------------------------
 
@@ -194,7 +207,7 @@ class AiInsights:
         user = call.get("user") or {}
         number = call.get("number") or {}
         return build_insights(
-            self.seed, call_id=int(call["id"]), started_at=int(call["started_at"]),
+            self.seed, call_id=int(call["id"]), started_at=self._started_at(call),
             answered_at=int(call["answered_at"]), ended_at=int(call["ended_at"]), country=number.get("country"),
             agent_id=user.get("id"), agent_name=user.get("name"), external_phone=_external_phone(call.get("raw_digits")),
             action_items=self.action_item_count(int(call["id"])),
@@ -210,7 +223,7 @@ class AiInsights:
         key = ENVELOPE_OF[kind]
         if kind == "transcription":
             return {key: {"id": _stable_id(self.seed, cid, kind), "call_id": cid,
-                          "call_created_at": _iso(call["started_at"]), "type": "call",
+                          "call_created_at": _iso(self._started_at(call)), "type": "call",
                           "content": {"language": ins.language, "utterances": list(ins.utterances)}}}
         if kind == "sentiments":
             return {key: {"id": cid, "call_id": cid, "participants": self._participants(call, ins)}}

@@ -202,6 +202,7 @@ class LiveTraffic:
             return []
         answered = next((s.fields["answered_at"] for s in plan.steps if s.event == "call.answered"), None)
         ended = next(s.fields["ended_at"] for s in plan.steps if s.event == "call.hungup")
+        self.ai.pin_start(call_id, plan.call["started_at"])
         times = self.ai.ready_times(call_id, answered, ended)
         out: list[tuple[int, str]] = []
         for kind, at in sorted(times.items(), key=lambda kv: kv[1]):
