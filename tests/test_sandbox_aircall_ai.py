@@ -125,7 +125,8 @@ def test_the_five_endpoints_serve_an_eligible_call(box):
             tr = bodies["transcription"]
             assert {"id", "call_id", "call_created_at", "type", "content"} <= set(tr)
             assert tr["call_id"] == cid and tr["type"] == "call" and ISO_MILLIS.match(tr["call_created_at"])
-            assert datetime.fromisoformat(tr["call_created_at"].replace("Z", "+00:00")).timestamp() == call["started_at"]
+            created = datetime.fromisoformat(tr["call_created_at"].replace("Z", "+00:00"))
+            assert created.timestamp() == call["started_at"]
             content = tr["content"]
             assert content["language"] in ("en", "fr", "de") and len(content["utterances"]) >= 4
             starts = [u["start_time"] for u in content["utterances"]]

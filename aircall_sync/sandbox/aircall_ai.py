@@ -209,7 +209,8 @@ class AiInsights:
         return build_insights(
             self.seed, call_id=int(call["id"]), started_at=self._started_at(call),
             answered_at=int(call["answered_at"]), ended_at=int(call["ended_at"]), country=number.get("country"),
-            agent_id=user.get("id"), agent_name=user.get("name"), external_phone=_external_phone(call.get("raw_digits")),
+            agent_id=user.get("id"), agent_name=user.get("name"),
+            external_phone=_external_phone(call.get("raw_digits")),
             action_items=self.action_item_count(int(call["id"])),
         )
 

@@ -51,7 +51,6 @@ from aircall_sync.sandbox.live_calls import (
 )
 from aircall_sync.sandbox.live_clock import LiveClock
 from aircall_sync.sandbox.live_messages import (
-    MessagePlan,
     MessageSpec,
     MessageStep,
     background_message_specs,
@@ -121,7 +120,8 @@ _CALL, _MESSAGE, _FINAL, _BACKGROUND = "call", "message", "finalize", "backgroun
 
 
 class LiveTraffic:
-    """Places calls over time; see the module doc. Start-up is lazy: no thread until a call is placed."""
+    """Places calls and sends messages over time; see the module doc. Start-up is lazy: no thread until a
+    call or a message is placed."""
 
     def __init__(self, store: CallStore, engine: DeliveryEngine, clock: LiveClock, *, base_url: str,
                  seed: int = 1, ai: AiInsights | None = None) -> None:
@@ -241,6 +241,7 @@ class LiveTraffic:
         return self.message_spec(MessageSpec(direction, **options), at=at)
 
     def message_spec(self, spec: MessageSpec, *, at: TimeLike | None = None) -> str:
+        """:meth:`message` with a ready-made :class:`~.live_messages.MessageSpec`."""
         with self._cond:
             n = self._m
             self._m += 1
@@ -253,7 +254,7 @@ class LiveTraffic:
                 status=plan.status,
             )
             for step in plan.steps:
-                self._push(step.at, _MESSAGE, lambda step=step: self._publish_message(plan, step))
+                self._push(step.at, _MESSAGE, lambda step=step: self._publish_message(step))
             self._start()
             self._cond.notify_all()
         return plan.id
@@ -447,7 +448,7 @@ class LiveTraffic:
             assert rest is not None
             self.engine.publish(step.event, webhook_call(rest), at=step.at, call_id=call_id)
 
-    def _publish_message(self, plan: MessagePlan, step: MessageStep) -> None:
+    def _publish_message(self, step: MessageStep) -> None:
         # §1.3: resource "message" for message.* and group_message.* alike.
         self.engine.publish(step.event, step.data, at=step.at, resource="message", timestamp_ms=step.timestamp_ms)
 
