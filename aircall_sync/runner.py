@@ -52,6 +52,7 @@ class RunSummary:
     command: str
     dry_run: bool
     calls: int = 0
+    messages: int = 0  # live mode: messages planned (RULES §7)
     unsettled: int = 0
     unreadable: list[BadCall] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)  # (target, outcome) -> n
@@ -68,6 +69,7 @@ class RunSummary:
     def counts(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
+            **({"messages": self.messages} if self.messages else {}),
             "unsettled": self.unsettled,
             "unreadable": len(self.unreadable),
             "outcomes": {f"{t}.{o}": n for (t, o), n in sorted(self.outcomes.items())},
@@ -213,8 +215,9 @@ class Runner:
         self._process((self._assess(call) for call in calls()), only_changed=False)
         return self._finish()
 
-    def process(self, assessments: Iterable[rules.Assessment]) -> RunSummary:
-        """Live mode's worker: calls already in hand (webhook snapshots), planned and written as a run's."""
+    def process(self, assessments: Iterable) -> RunSummary:
+        """Live mode's worker: calls and messages already in hand (webhook snapshots; ``rules.Assessment`` and
+        ``message_rules.MessageAssessment``), planned and written together as a run's chunks."""
         self._process(assessments)
         return self._finish()
 
@@ -284,7 +287,10 @@ class Runner:
                 if not assessment.settled:
                     self.summary.unsettled += 1
                     continue
-                self.summary.calls += 1
+                if assessment.call is None:
+                    self.summary.messages += 1  # a message (RULES §7), planned beside the calls
+                else:
+                    self.summary.calls += 1
                 chunk.append(assessment)
                 if len(chunk) % Prefetch.BATCH == 0:
                     self._give_way()
