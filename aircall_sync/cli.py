@@ -383,9 +383,14 @@ def retry(
 @handled
 def explain(
     ctx: typer.Context,
-    call_id: Annotated[int, typer.Argument(help="The Aircall call id.")],
+    call_id: Annotated[str, typer.Argument(
+        metavar="ID", help="An Aircall call id, or the id of a message whose webhook events serve stored.")],
 ) -> None:
-    """How the rules read one call, and exactly what would be written for it in each target."""
+    """How the rules read one call or message, and exactly what would be written for it in each target.
+
+    Messages (SMS, MMS, WhatsApp) exist only as the webhook events `serve` keeps: a message id is explained
+    from them.
+    """
     from aircall_sync.runner import explain as explain_call
 
     explain_call(_options(ctx).settings(), call_id, out=sys.stdout)

@@ -403,21 +403,43 @@ def test_budget_calls_and_messages_of_one_batch_share_their_lookups(live):
 # ---------------------------------------------------------------- status, explain, secrets
 
 
-def test_status_and_explain_show_messages_by_their_id(live, tmp_path):
+def test_status_explain_and_retry_name_messages_by_their_id(live):
+    """DESIGN §3: a message is shown by its ``message_id``; ``explain`` reads it from the inbox (it exists nowhere
+    else); ``status`` lists a failed message as "message <id>"; ``retry`` rebuilds it from its stored events."""
     box, handle = live
-    box.sf_store.insert  # noqa: B018 - the org stays as it is
-    # A validation rule refuses this message's Task: a failed record that status names by message id.
-    data = message("SMbad'id\"1", body="x" * 10)
-    handle.deliver(*lifecycle(data))
-    box.salesforce.app.faults.fail_records_matching("Task", "CallObject", "message:SMbad'id\"1") \
-        if hasattr(box.salesforce.app.faults, "fail_records_matching") else None
+    # An id too long for Task.CallObject (255): Salesforce refuses that one Task (STRING_TOO_LONG).
+    long_id = "SM" + "x" * 260
+    handle.deliver(*lifecycle(message("SMfine1")), *lifecycle(message(long_id)))
     handle.worker.run_once()
+    assert set(tasks(box)) == {"message:SMfine1"}
+    failures = handle.state.failures()
+    assert [(f.label, f.target, f.code) for f in failures] == [(f"message {long_id}", "salesforce", "STRING_TOO_LONG")]
     runner = CliRunner()
-    explained = runner.invoke(app, ["--config", str(handle.settings.path), "explain", "SMbad'id\"1"])
+    config = str(handle.settings.path)
+    status = runner.invoke(app, ["--config", config, "status"])
+    assert status.exit_code == 0, status.output
+    assert f"  message {long_id} (salesforce Task): STRING_TOO_LONG: " in status.stdout
+    assert str(message_key(long_id)) not in status.stdout
+
+    explained = runner.invoke(app, ["--config", config, "explain", "SMfine1"])
     assert explained.exit_code == 0, explained.output
-    assert "Message SMbad'id\"1: inbound SMS" in explained.stdout
-    assert "Task" in explained.stdout and "message SMbad'id\"1" in explained.stdout
-    unknown = runner.invoke(app, ["--config", str(handle.settings.path), "explain", "SMnever"])
+    out = explained.stdout
+    assert "Message SMfine1: inbound SMS, created 2026-10-31T08:00:00Z on Support US" in out
+    assert f"external number: {CUSTOMER_E164}" in out
+    assert "stored events: 1 (message.received)" in out
+    assert "salesforce: log" in out and "front: log" in out
+    assert "Task" in out and "for message SMfine1" in out
+    unknown = runner.invoke(app, ["--config", config, "explain", "SMnever"])
     assert unknown.exit_code == 2
     assert "no call or message SMnever" in unknown.output
-    assert message_key("SMbad'id\"1") < 0
+
+    # retry rebuilds the failed message from the inbox: still too long, still one failure, nothing asked of Aircall.
+    aircall_before = box.aircall_server.count()
+    handle.close()
+    retried = runner.invoke(app, ["--config", config, "retry", "--dry-run", "--format", "json"])
+    assert retried.exit_code == 0, retried.output
+    plan = json.loads(retried.stdout)
+    assert {c.get("message_id") for c in plan["changes"]} == {long_id}
+    assert all("call_id" not in c for c in plan["changes"])
+    assert box.aircall_server.count() == aircall_before
+    handle.__init__(handle.settings.path)

@@ -167,18 +167,24 @@ class Message:
         )
 
 
+def _url(value: Any) -> str | None:
+    text = _str(value)
+    return text.strip() if text and text.strip().lower().startswith(("https://", "http://")) else None
+
+
 def _attachments(payload: Mapping[str, Any]) -> tuple[str, ...]:
+    """Media links (an MMS is an SMS with attachments, R-MSG-1); anything that is not a URL is ignored."""
     urls: list[str] = []
     for item in _list(payload.get("media_details")):
         if isinstance(item, Mapping):
-            url = _str(item.get("presigned_url")) or _str(item.get("url"))
+            url = _url(item.get("presigned_url")) or _url(item.get("url"))
         else:
-            url = _str(item)
+            url = _url(item)
         if url and url not in urls:
             urls.append(url)
     media = payload.get("media_url")
     for item in (media if isinstance(media, list) else [media] if isinstance(media, str) else []):
-        url = _str(item.get("url")) if isinstance(item, Mapping) else _str(item)
+        url = _url(item.get("url")) if isinstance(item, Mapping) else _url(item)
         if url and url not in urls:
             urls.append(url)
     return tuple(urls)
