@@ -1,0 +1,93 @@
+"""Messages through the real `aircall-sync serve` (RULES §7, DESIGN §10): delivered once, logged once.
+
+Aircall lists no messages (reference aircall-live.md §2.2): a message whose only
+event was acknowledged must be logged, exactly once in each target, even when
+``serve`` is killed (SIGKILL) while Salesforce is slow and batches are in flight.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import write_settings
+from live_helpers import ServeProcess, wait_for
+from message_helpers import ALEX, T0_MS, event, message
+
+from aircall_sync.sandbox.server import Faults
+from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
+
+END = datetime(2026, 10, 31, 12, tzinfo=UTC)
+BOUND = 10.0
+
+
+def config_for(box: Sandbox, tmp: Path) -> Path:
+    settings = box.settings(tmp / "state.sqlite3", targets=("salesforce", "front"))
+    settings["aircall"]["requests_per_minute"] = 60000
+    settings["front"]["requests_per_minute"] = 60000
+    settings["live"] = {"webhook_token": "${AIRCALL_WEBHOOK_TOKEN}"}
+    return write_settings(tmp / "settings.toml", settings)
+
+
+def message_tasks(box: Sandbox) -> list[str]:
+    return [t["CallObject"] for t in box.sf_store.records("Task") if str(t["CallObject"]).startswith("message:")]
+
+
+def front_imports(box: Sandbox) -> list[str]:
+    return [m.external_id for c in box.front_store.conversations.values() for m in c.messages
+            if (m.external_id or "").startswith("aircall-message-")]
+
+
+def one_event_each(n: int, seed: int) -> tuple[list[str], list[dict]]:
+    """n messages, each delivered by a single event (sent, received, or a status update whose sent never came)."""
+    rng = random.Random(seed)
+    externals = ["+33 6 12 34 56 78", "+44 7700 900123", "+1 617-610-5413", "+49 151 23456789"]
+    ids, bodies = [], []
+    for i in range(n):
+        mid = f"SMe2e{seed}x{i:03d}"
+        outbound = i % 2 == 1
+        data = message(mid, direction="outbound" if outbound else "inbound", external=externals[i % 4],
+                       created_ms=T0_MS + i * 1000, user=ALEX if outbound else None, body=f"text {i}",
+                       channel="whatsapp" if i % 5 == 0 else None)
+        name = "message.received" if not outbound else rng.choice(["message.sent", "message.status_updated"])
+        ids.append(mid)
+        bodies.append(event(name, data, T0_MS // 1000 + i))
+    rng.shuffle(bodies)
+    return ids, bodies
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_R_MSG_1_a_message_delivered_once_is_logged_once_and_survives_sigkill(tmp_path, round_):
+    box = Sandbox(SandboxOptions(calls=20, seed=31, days=2, end=END,
+                                 salesforce_http_faults=Faults(seed=round_, p_slow=0.5, slow_ms=150,
+                                                               path_prefix="/services/data"))).start()
+    config = config_for(box, tmp_path)
+    ids, bodies = one_event_each(40, round_)
+    try:
+        serve = ServeProcess(config)
+        serve.wait_ready()
+        cut = len(bodies) // 2 + round_ * 5
+        for body in bodies[:cut]:
+            assert serve.post(body).status_code == 200  # acknowledged: it must be logged
+        wait_for(lambda: len(message_tasks(box)) > 0, BOUND, "a first message logged")
+        assert serve.kill() == -signal.SIGKILL  # batches in flight, without warning
+        serve = ServeProcess(config)
+        serve.wait_ready()
+        for body in bodies[cut:]:
+            assert serve.post(body).status_code == 200
+        wanted = {f"message:{i}" for i in ids}
+        wait_for(lambda: set(message_tasks(box)) >= wanted, 3 * BOUND, "every acknowledged message in Salesforce")
+        wait_for(lambda: {f"aircall-message-{i}" for i in ids} <= set(front_imports(box)), 3 * BOUND,
+                 "every acknowledged message in Front")
+        wait_for(lambda: serve.get("/readyz").json()["inbox_depth"] == 0, BOUND, "the inbox drained")
+        tasks = message_tasks(box)
+        assert len(tasks) == len(set(tasks)) == len(ids)  # once each, none lost
+        imports = front_imports(box)
+        assert len(imports) == len(set(imports)) == len(ids)
+        assert serve.stop() == 0
+        assert "Traceback" not in serve.output
+    finally:
+        box.stop()
