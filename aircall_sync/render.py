@@ -165,6 +165,7 @@ def run_summary(out: IO[str], summary) -> None:
             counts.append("stopped before the end")
         parts.append(f"{target}: {', '.join(counts)}")
     c.print(f"{summary.command.capitalize()} finished in {summary.seconds:.1f}s: {summary.calls} call(s)"
+            + (f" and {summary.messages} message(s)" if getattr(summary, "messages", 0) else "")
             + (f"; {'; '.join(parts)}" if parts else "") + ".", markup=False)
     requests = ", ".join(f"{k} {v}" for k, v in summary.requests.items())
     retries = ", ".join(f"{k} {v}" for k, v in summary.retries.items() if v)

@@ -477,7 +477,8 @@ class Runner:
         per: dict[str, dict[str, dict[str, int]]] = {}
         for (target, obj, action), n in self.summary.changes.items():
             per.setdefault(target, {}).setdefault(obj, {})[action] = n
-        return {"calls": self.summary.calls, "unsettled": self.summary.unsettled, "changes": per}
+        return {"calls": self.summary.calls, **({"messages": self.summary.messages} if self.summary.messages else {}),
+                "unsettled": self.summary.unsettled, "changes": per}
 
 
 @dataclass
