@@ -419,6 +419,9 @@ def serve(
 ) -> None:
     """Live mode: receive Aircall's webhooks, log each call within seconds, reconcile by polling.
 
+    SMS, MMS and WhatsApp messages are logged here only (Aircall's API lists no messages): a Task in
+    Salesforce, the message in the contact's Front conversation.
+
     Runs until stopped; SIGTERM stops receiving, finishes what is due (up to 30 s) and exits 0.
     """
     from aircall_sync.live.serve import serve as run_serve

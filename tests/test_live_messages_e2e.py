@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_settings
-from live_helpers import ServeProcess, wait_for
+from live_helpers import TOKEN, ServeProcess, wait_for
 from message_helpers import ALEX, T0_MS, event, message
 
 from aircall_sync.sandbox.server import Faults
@@ -89,5 +89,9 @@ def test_R_MSG_1_a_message_delivered_once_is_logged_once_and_survives_sigkill(tm
         assert len(imports) == len(set(imports)) == len(ids)
         assert serve.stop() == 0
         assert "Traceback" not in serve.output
+        # DESIGN §3: the webhook token is a secret: in no log line and no byte of the state file.
+        assert TOKEN not in serve.output
+        for file in tmp_path.glob("state.sqlite3*"):
+            assert TOKEN.encode() not in file.read_bytes()
     finally:
         box.stop()
