@@ -26,13 +26,14 @@ from typing import Any
 import httpx
 import pytest
 
-from aircall_sync.sandbox import DEFAULT_API_ID, DEFAULT_API_TOKEN, Faults, LoopbackServer, Response
+from aircall_sync.sandbox import DEFAULT_API_ID, DEFAULT_API_TOKEN
 from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY
 from aircall_sync.sandbox.aircall_webhooks import CALL_EVENTS, WEBHOOK_EVENTS
 from aircall_sync.sandbox.live_calls import FINALIZE_DELAY_S
 from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
 from aircall_sync.sandbox.tls import ensure_tls_files, server_ssl_context
 from aircall_sync.sandbox.webhook_delivery import DeliveryOptions
+from webhook_receiver import Receiver
 
 RECORDED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "aircall" / "recorded"
 AUTH = (DEFAULT_API_ID, DEFAULT_API_TOKEN)
@@ -62,43 +63,6 @@ def _recorded_deliveries() -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------
 # A receiver on loopback and sandboxes
 # --------------------------------------------------------------------------
-
-
-class Receiver:
-    """Records every POST it gets; answers ``status`` (or a scripted fault)."""
-
-    def __init__(self, ssl_context=None) -> None:
-        self.status = 200
-        self._lock = threading.Lock()
-        self.got: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        self.faults = Faults()
-        self.server = LoopbackServer(self, api="receiver", faults=self.faults, ssl_context=ssl_context).start()
-
-    def _record(self, request) -> None:
-        with self._lock:
-            self.got.append((request.path, dict(request.headers), json.loads(request.body)))
-
-    def handle(self, request):
-        self._record(request)
-        return Response(status=self.status)
-
-    def fault_response(self, fault, request):
-        self._record(request)
-        return Response(status=fault.status)
-
-    def url(self, path: str = "/aircall") -> str:
-        return self.server.url + path
-
-    def bodies(self, path: str | None = None, call_id: int | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            return [b for p, _, b in self.got
-                    if (path is None or p == path) and (call_id is None or b["data"].get("id") == call_id)]
-
-    def events(self, path: str | None = None, call_id: int | None = None) -> list[str]:
-        return [b["event"] for b in self.bodies(path, call_id)]
-
-    def stop(self) -> None:
-        self.server.stop()
 
 
 @pytest.fixture
@@ -299,7 +263,7 @@ def test_delivery_envelope_headers_and_shape_match_the_recordings(box, receiver)
     rec_user = set(recorded[19]["data"]["user"])
     rec_number = set(recorded[19]["data"]["number"])
 
-    hook = _hook(box, receiver.url())
+    hook = _hook(box, receiver.url(), list(CALL_EVENTS))  # the AI events of these calls have their own tests
     ids = [
         box.traffic.place("inbound_answered", at=_past(box), tags=["VIP"], comments=["Call back Friday."],
                           transfer="user", talk_s=120, recording=True),
@@ -777,7 +741,7 @@ def test_unsubscribed_events_and_deleted_webhooks_get_nothing(box, receiver):
     assert box.wait_idle(30)
     assert receiver.events("/ended") == ["call.ended"]
     assert receiver.events("/deleted") == []
-    assert receiver.events("/all") == [e for _, e in box.traffic.call(cid).events]
+    assert receiver.events("/all", call_id=cid) == [e for _, e in box.traffic.call(cid).events]
 
 
 def test_disabling_by_put_drops_pending_deliveries(fast_box, receiver):

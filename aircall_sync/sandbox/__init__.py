@@ -4,11 +4,16 @@
   injection that every emulated API is mounted on.
 - :mod:`.generator`: the deterministic Aircall data set and its compact store.
 - :mod:`.aircall_api`: the Aircall public API v1 emulator (it routes
-  ``/v1/webhooks`` to :mod:`.aircall_webhooks`, the webhook registry).
+  ``/v1/webhooks`` to :mod:`.aircall_webhooks`, the webhook registry, and
+  ``/v1/calls/:id/{transcription,summary,topics,sentiments,action_items}`` to
+  :mod:`.aircall_ai`, the company's Aircall AI, whose text
+  :mod:`.aircall_ai_content` writes).
 - Live mode: :mod:`.webhook_delivery` POSTs webhook events to registered URLs
   (retries, auto-disable, seeded duplicate/reorder faults);
   :mod:`.live_traffic` places calls over time whose lifecycle
-  (:mod:`.live_calls`) updates the store and publishes the events; both run on
+  (:mod:`.live_calls`) updates the store and publishes the events, followed
+  by the AI events of eligible calls, and sends SMS/MMS/WhatsApp messages
+  (:mod:`.live_messages`), which exist only as events; all of it runs on
   :mod:`.live_clock`'s scaled clock. ``Sandbox(SandboxOptions(live=True))``
   (:mod:`.stack`) wires them together.
 

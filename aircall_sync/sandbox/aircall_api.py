@@ -15,6 +15,13 @@ the payloads in ``shared/reference/aircall/``:
   ``aircall/error-10k-cap-400.json``, whatever the total (§3).
 - ``GET /v1/calls/:id`` → ``{"call": …}``; ``POST /v1/calls/:id/comments`` and
   ``POST /v1/calls/:id/tags`` mutate the call (§2).
+- ``GET /v1/numbers/:id`` → ``{"number": …}``: the Number object of §6 (the
+  keys a call's ``number`` has, plus ``users``); 404 for an unknown id. The
+  tool reads a line's name there when a message event does not carry it
+  (RULES.md R-MSG-4). There is no message endpoint at all, under
+  ``/v1/numbers/:id/messages`` or elsewhere (aircall-live.md §2.2).
+- ``GET /v1/calls/:id/{transcription,summary,topics,sentiments,action_items}``
+  (aircall-live.md §3), served by :mod:`.aircall_ai`.
 - ``/v1/webhooks`` and ``/v1/webhooks/:webhook_id`` (aircall-live.md §1.1),
   served by :mod:`.aircall_webhooks`; this module only routes to them.
 - An optional leaky-bucket rate limit: 429 with ``X-AircallApi-Limit``,
@@ -38,6 +45,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
+from aircall_sync.sandbox.aircall_ai import INSIGHTS, AiInsights
 from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, page_params
 from aircall_sync.sandbox.aircall_common import error_body as _error_body
 from aircall_sync.sandbox.aircall_webhooks import WebhookEndpoints, WebhookRegistry
@@ -45,6 +53,7 @@ from aircall_sync.sandbox.generator import CallStore, TimeLike, generate
 from aircall_sync.sandbox.server import Fault, Faults, LoopbackServer, Request, Response
 
 __all__ = [
+    "AMBIGUITIES",
     "AircallApp",
     "CAP_ERROR_BODY",
     "DEFAULT_API_ID",
@@ -55,6 +64,16 @@ __all__ = [
 
 DEFAULT_API_ID = "sandbox-api-id"
 DEFAULT_API_TOKEN = "sandbox-api-token"
+
+AMBIGUITIES: tuple[str, ...] = (
+    "GET /v1/numbers/:id: the reference documents the Number object's fields (aircall-api.md §6) but no "
+    "response of this endpoint. The emulator answers {\"number\": …} like GET /v1/calls/:id answers "
+    "{\"call\": …}, with exactly the keys a call's nested number has (no e164_digits: webhook events only) "
+    "plus users[], the line's agents in the short form nested in teams. An unknown or non-numeric id is a 404.",
+    "GET /v1/numbers (the list) and every path under /v1/numbers/:id (messages, configuration, send) answer "
+    "404: the tool needs only the one number, and the reference has no message list or get (§2.2), so the "
+    "emulator does not offer one a client could come to depend on.",
+)
 
 
 class LeakyBucket:
@@ -102,6 +121,8 @@ class AircallApp:
     history window does (§2; unset by default because the 3-vs-6 months
     figure is unconfirmed and tests use fixed past dates).
     ``webhooks`` is the company's webhook registry (a fresh one by default).
+    ``ai`` is the company's Aircall AI (by default: with the AI package,
+    default options, "now" read from ``clock``).
     """
 
     def __init__(
@@ -115,8 +136,10 @@ class AircallApp:
         history_days: float | None = None,
         clock: Callable[[], float] = time.time,
         webhooks: WebhookRegistry | None = None,
+        ai: AiInsights | None = None,
     ) -> None:
         self.store = store
+        self.ai = ai if ai is not None else AiInsights(seed=store.world.seed, clock=clock)
         self.webhooks = webhooks if webhooks is not None else WebhookRegistry()
         self._webhook_endpoints = WebhookEndpoints(self.webhooks)
         self._expected = "Basic " + base64.b64encode(f"{api_id}:{api_token}".encode()).decode()
@@ -196,6 +219,10 @@ class AircallApp:
         elif len(rest) == 3 and rest[0] == "calls" and rest[1].isdigit() and rest[2] in ("comments", "tags"):
             action = self._comment if rest[2] == "comments" else self._tag
             routes = [(True, "POST", lambda: action(request, int(rest[1])))]
+        elif len(rest) == 3 and rest[0] == "calls" and rest[2] in INSIGHTS:
+            routes = [(True, "GET", lambda: self.ai.respond(request, self.store, rest[1], rest[2]))]
+        elif len(rest) == 2 and rest[0] == "numbers":
+            routes = [(True, "GET", lambda: self._number(request, rest[1]))]
         elif rest[:1] == ["webhooks"]:
             routes = [(True, m, fn) for m, fn in self._webhook_endpoints.routes(request, rest[1:])]
         if not routes:
@@ -345,6 +372,14 @@ class AircallApp:
                 fetch_short_urls=_flag(request.query.get("fetch_short_urls")),
             )
         return Response.json({"call": call})
+
+    # -- GET /v1/numbers/:id -----------------------------------------------------------
+
+    def _number(self, request: Request, raw_id: str) -> Response:
+        number = self.store.world.number(int(raw_id), request.base_url) if raw_id.isdigit() else None
+        if number is None:
+            return self._not_found("Number not found.")
+        return Response.json({"number": number})
 
     # -- POST /v1/calls/:id/comments, /tags ------------------------------------------
 

@@ -42,10 +42,12 @@ from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, error_body, page
 from aircall_sync.sandbox.server import Request, Response
 
 __all__ = [
+    "AI_EVENTS",
     "AMBIGUITIES",
     "CALL_EVENTS",
     "LOOPBACK_HOSTS",
     "MAX_WEBHOOKS",
+    "MESSAGE_EVENTS",
     "WEBHOOK_EVENTS",
     "Webhook",
     "WebhookEndpoints",
@@ -66,6 +68,15 @@ CALL_EVENTS: tuple[str, ...] = (
     "call.comm_assets_generated", "call.voicemail_left", "call.assigned", "call.archived",
     "call.tagged", "call.untagged", "call.commented",
 )
+#: §1.2 "message": SMS, MMS and WhatsApp, one-to-one and group (aircall-live.md §2).
+MESSAGE_EVENTS: tuple[str, ...] = (
+    "message.sent", "message.received", "message.status_updated",
+    "group_message.sent", "group_message.received", "group_message.status_updated",
+)
+#: §1.2 "conversation intelligence": the five insights the AI endpoints serve (aircall-live.md §3.5).
+AI_EVENTS: tuple[str, ...] = (
+    "transcription.created", "summary.created", "topics.created", "sentiment.created", "action_item.created",
+)
 _USER_ACTIONS = ("created", "deleted", "connected", "disconnected", "opened", "closed", "wut_start", "wut_end")
 WEBHOOK_EVENTS: tuple[str, ...] = (
     *CALL_EVENTS,
@@ -73,10 +84,9 @@ WEBHOOK_EVENTS: tuple[str, ...] = (
     *(f"user.{a}" for a in _USER_ACTIONS),
     "number.created", "number.opened", "number.closed", "number.deleted",
     "contact.created", "contact.updated", "contact.deleted",
-    "message.sent", "message.received", "message.status_updated",
-    "group_message.sent", "group_message.received", "group_message.status_updated",
-    "transcription.created", "summary.created", "topics.created", "sentiment.created",
-    "action_item.created", "playbook_result.created", "playbook_result.updated",
+    *MESSAGE_EVENTS,
+    *AI_EVENTS,
+    "playbook_result.created", "playbook_result.updated",
     "realtime_transcription.utterances_received", "custom_summary.result_created",
     "custom_summary.result_updated", "call_evaluation.created", "call_evaluation.updated",
     "ai_voice_agent.started", "ai_voice_agent.ended", "ai_voice_agent.escalated", "ai_voice_agent.summary",

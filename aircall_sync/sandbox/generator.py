@@ -426,6 +426,14 @@ class World:
             "phone_numbers": [{"id": cid * 10 + 2, "label": rng.choice(("Work", "Mobile", "Home")), "value": self.ext(code).raw}],
         }
 
+    def number(self, number_id: int, base: str) -> dict[str, Any] | None:
+        """A line as ``GET /v1/numbers/:id`` shows it: the nested number plus its ``users`` (§6)."""
+        nested = self.nested(base)
+        for k, line in enumerate(self.lines):
+            if line.id == number_id:
+                return {**nested["numbers"][k], "users": [nested["users_short"][u] for u in line.users]}
+        return None
+
     # -- nested objects, rendered once per base URL ---------------------------
 
     def nested(self, base: str) -> dict[str, list[dict[str, Any]]]:

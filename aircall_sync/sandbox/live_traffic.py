@@ -1,4 +1,4 @@
-"""Calls placed over time on the emulated Aircall, for live mode.
+"""Calls placed and messages sent over time on the emulated Aircall, for live mode.
 
 :class:`LiveTraffic` places calls (:meth:`LiveTraffic.place`, or at a steady
 rate with :meth:`LiveTraffic.start_background`) and runs each one's lifecycle
@@ -6,11 +6,20 @@ rate with :meth:`LiveTraffic.start_background`) and runs each one's lifecycle
 step it updates the call in the :class:`~.generator.CallStore`, so that
 ``GET /v1/calls`` shows it as it is at that moment, and hands the event, with
 the call in webhook form, to the :class:`~.webhook_delivery.DeliveryEngine`.
+When the company has Aircall AI (:mod:`.aircall_ai`), an eligible call's
+``*.created`` AI events follow, seconds to minutes after it ends, each when
+its insight becomes readable through the API.
+
+Messages (:meth:`LiveTraffic.message`, or at a steady rate with
+:meth:`LiveTraffic.start_background_messages`) are planned by
+:mod:`.live_messages` and only published: no API lists them.
 
 Everything is seeded: the n-th placed call with the same spec, the same
 ``at`` and the same store gets the same id, caller, agent, timings and
-content; the background mode places the same sequence of calls (its
-arrival times are drawn from the seed too, in emulated seconds).
+content, and so does the n-th message; the background mode places the same
+sequence of calls and messages (arrival times are drawn from the seed too,
+in emulated seconds, calls and messages from separate streams so that one
+rate does not change the other's sequence).
 
 One thread runs the steps in emulated-time order; steps of calls placed in
 the past run at once, in order. Tests synchronise with :meth:`wait_idle`
@@ -29,6 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from aircall_sync.sandbox.aircall_ai import EVENT_OF, AiInsights
 from aircall_sync.sandbox.generator import CallStore, TimeLike, to_epoch
 from aircall_sync.sandbox.live_calls import (
     CallSpec,
@@ -40,9 +50,15 @@ from aircall_sync.sandbox.live_calls import (
     webhook_call,
 )
 from aircall_sync.sandbox.live_clock import LiveClock
+from aircall_sync.sandbox.live_messages import (
+    MessageSpec,
+    MessageStep,
+    background_message_specs,
+    plan_message,
+)
 from aircall_sync.sandbox.webhook_delivery import DeliveryEngine
 
-__all__ = ["LiveTraffic", "PlacedCall"]
+__all__ = ["LiveTraffic", "PlacedCall", "PlacedMessage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +68,9 @@ class PlacedCall:
     ``caller`` is ``"pool"`` (a number the CRM seed has), ``"unknown"``,
     ``"anonymous"`` or ``"explicit"``; ``in_pool`` says whether the number is
     one of ``CallStore.external_numbers()``. ``events`` is the planned
-    ``(emulated time, event)`` sequence; ``finalize_at`` the time of the late
-    REST rewrite.
+    ``(emulated time, event)`` sequence of the call's lifecycle;
+    ``finalize_at`` the time of the late REST rewrite; ``ai_events`` the
+    Aircall AI events that follow (empty for a call without insights).
     """
 
     id: int
@@ -64,33 +81,66 @@ class PlacedCall:
     in_pool: bool
     events: tuple[tuple[int, str], ...]
     finalize_at: int
+    ai_events: tuple[tuple[int, str], ...] = ()
 
     @property
     def kind(self) -> str:
         return self.spec.kind
 
 
-# Step categories: what wait_idle waits for ("call"; "finalize" on request), never "background".
-_CALL, _FINAL, _BACKGROUND = "call", "finalize", "background"
+@dataclass(frozen=True, slots=True)
+class PlacedMessage:
+    """What a test needs to know about a sent or received message.
+
+    ``external_number`` is in Aircall's display format, ``raw_digits`` its
+    digits; ``caller`` and ``in_pool`` as for :class:`PlacedCall`;
+    ``number_id`` the line; ``events`` the planned ``(emulated time,
+    event)`` sequence; ``status`` the last status.
+    """
+
+    id: str
+    spec: MessageSpec
+    at: float
+    external_number: str
+    raw_digits: str
+    caller: str
+    in_pool: bool
+    number_id: int
+    events: tuple[tuple[float, str], ...]
+    status: str
+
+    @property
+    def direction(self) -> str:
+        return self.spec.direction
+
+
+# Step categories: what wait_idle waits for ("call", "message"; "finalize" on request), never "background".
+# "finalize" holds what comes late: the REST rewrite and the AI insights.
+_CALL, _MESSAGE, _FINAL, _BACKGROUND = "call", "message", "finalize", "background"
 
 
 class LiveTraffic:
-    """Places calls over time; see the module doc. Start-up is lazy: no thread until a call is placed."""
+    """Places calls and sends messages over time; see the module doc. Start-up is lazy: no thread until a
+    call or a message is placed."""
 
     def __init__(self, store: CallStore, engine: DeliveryEngine, clock: LiveClock, *, base_url: str,
-                 seed: int = 1) -> None:
+                 seed: int = 1, ai: AiInsights | None = None) -> None:
         self.store = store
         self.engine = engine
         self.clock = clock
         self.base_url = base_url.rstrip("/")
         self.seed = seed
+        #: The company's Aircall AI: decides which placed calls get AI events, and when (None: no AI events).
+        self.ai = ai
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, str, Callable[[], None]]] = []
         self._ids = itertools.count()
-        self._pending = {_CALL: 0, _FINAL: 0, _BACKGROUND: 0}
+        self._pending = {_CALL: 0, _MESSAGE: 0, _FINAL: 0, _BACKGROUND: 0}
         self._running = 0
         self._placed: dict[int, PlacedCall] = {}
+        self._messages: dict[str, PlacedMessage] = {}
         self._n = 0
+        self._m = 0
         self._pool: set[str] | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -99,6 +149,10 @@ class LiveTraffic:
         self._bg_generation = 0
         self._bg_specs: Iterator[CallSpec] | None = None
         self._bg_time_rng = random.Random(f"live-arrivals:{seed}")
+        self._bg_msg_rate: float | None = None
+        self._bg_msg_generation = 0
+        self._bg_msg_specs: Iterator[MessageSpec] | None = None
+        self._bg_msg_time_rng = random.Random(f"live-message-arrivals:{seed}")
         clock.on_advance(self._poke)
 
     # -- placing calls ----------------------------------------------------------------
@@ -130,9 +184,10 @@ class LiveTraffic:
             plan = plan_call(self.store.world, spec, call_id=call_id, started_at=t0, base=self.base_url,
                              caller=caller, rng=rng)
             final = next(s.at for s in plan.steps if s.finalize)
+            ai_events = self._plan_ai(call_id, plan)
             self._placed[call_id] = PlacedCall(
                 id=call_id, spec=spec, started_at=t0, raw_digits=plan.call["raw_digits"], caller=plan.caller,
-                in_pool=plan.in_pool, events=tuple(plan.events), finalize_at=final,
+                in_pool=plan.in_pool, events=tuple(plan.events), finalize_at=final, ai_events=tuple(ai_events),
             )
             for step in plan.steps:
                 self._push(step.at, _FINAL if step.finalize else _CALL,
@@ -140,6 +195,22 @@ class LiveTraffic:
             self._start()
             self._cond.notify_all()
         return call_id
+
+    def _plan_ai(self, call_id: int, plan: Plan) -> list[tuple[int, str]]:
+        """Schedule the AI events of an eligible call (under the lock); returns them, in time order."""
+        if self.ai is None:
+            return []
+        answered = next((s.fields["answered_at"] for s in plan.steps if s.event == "call.answered"), None)
+        ended = next(s.fields["ended_at"] for s in plan.steps if s.event == "call.hungup")
+        self.ai.pin_start(call_id, plan.call["started_at"])
+        times = self.ai.ready_times(call_id, answered, ended)
+        out: list[tuple[int, str]] = []
+        for kind, at in sorted(times.items(), key=lambda kv: kv[1]):
+            count = self.ai.action_item_count(call_id) if kind == "action_items" else 1
+            out += [(at, EVENT_OF[kind])] * count
+            # Late like the REST rewrite: wait_idle(finalize=False) does not wait for insights.
+            self._push(at, _FINAL, lambda kind=kind, at=at: self._publish_ai(call_id, kind, at))
+        return out
 
     @property
     def placed(self) -> list[PlacedCall]:
@@ -150,6 +221,53 @@ class LiveTraffic:
     def call(self, call_id: int) -> PlacedCall:
         with self._cond:
             return self._placed[call_id]
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def message(self, direction: str = "inbound", *, at: TimeLike | None = None, **options: Any) -> str:
+        """Send or receive one message; returns its id (a string) at once.
+
+        ``options`` are :class:`~.live_messages.MessageSpec` fields:
+        ``channel`` (``None`` for SMS/MMS, ``"whatsapp"``),
+        ``external_number`` (``"pool"``, ``"unknown"`` or a number), ``body``,
+        ``media`` (attachment file names), ``line``, ``user`` (the agent of an
+        outbound message), ``names_user`` (whether its events carry ``user``;
+        None: seeded), ``fail`` (``True``, ``"failed"`` or ``"undelivered"``),
+        ``group`` (``True`` or a participant count). ``at`` is when it is
+        sent (default now; in the past, its events up to now go at once).
+        """
+        if "media" in options and not isinstance(options["media"], str):
+            options["media"] = tuple(options["media"])
+        return self.message_spec(MessageSpec(direction, **options), at=at)
+
+    def message_spec(self, spec: MessageSpec, *, at: TimeLike | None = None) -> str:
+        """:meth:`message` with a ready-made :class:`~.live_messages.MessageSpec`."""
+        with self._cond:
+            n = self._m
+            self._m += 1
+            # Message times keep their milliseconds (timestamps may be written in ms).
+            t0 = self.clock.now() if at is None else float(at) if isinstance(at, (int, float)) else float(to_epoch(at))
+            plan = plan_message(self.store.world, spec, n=n, at=t0, base=self.base_url, pool=self._pool_numbers())
+            self._messages[plan.id] = PlacedMessage(
+                id=plan.id, spec=spec, at=t0, external_number=plan.external_number, raw_digits=plan.raw_digits,
+                caller=plan.caller, in_pool=plan.in_pool, number_id=plan.number_id, events=tuple(plan.events),
+                status=plan.status,
+            )
+            for step in plan.steps:
+                self._push(step.at, _MESSAGE, lambda step=step: self._publish_message(step))
+            self._start()
+            self._cond.notify_all()
+        return plan.id
+
+    @property
+    def messages(self) -> list[PlacedMessage]:
+        """Every message sent or received, in placing order."""
+        with self._cond:
+            return list(self._messages.values())
+
+    def placed_message(self, message_id: str) -> PlacedMessage:
+        with self._cond:
+            return self._messages[message_id]
 
     # -- background mode --------------------------------------------------------------
 
@@ -172,11 +290,48 @@ class LiveTraffic:
                 self._schedule_background(self.clock.now(), self._bg_generation)
             self._start()
 
+    def start_background_messages(self, messages_per_hour: float) -> None:
+        """Send and receive messages at random (seeded) times, ``messages_per_hour`` on average.
+
+        The first ones cover every case (see
+        :func:`~.live_messages.background_message_specs`), then a mix follows.
+        """
+        if not messages_per_hour > 0:
+            raise ValueError("messages_per_hour must be positive")
+        with self._cond:
+            restart = self._bg_msg_rate is None
+            self._bg_msg_rate = float(messages_per_hour)
+            if self._bg_msg_specs is None:
+                self._bg_msg_specs = background_message_specs(self.seed)
+            if restart:
+                self._bg_msg_generation += 1
+                self._schedule_background_message(self.clock.now(), self._bg_msg_generation)
+            self._start()
+
     def stop_background(self) -> None:
+        """Stop placing calls and sending messages in the background."""
         with self._cond:
             self._bg_rate = None
             self._bg_generation += 1
+            self._bg_msg_rate = None
+            self._bg_msg_generation += 1
             self._cond.notify_all()
+
+    def _schedule_background_message(self, after: float, generation: int) -> None:
+        assert self._bg_msg_rate is not None
+        at = after + self._bg_msg_time_rng.expovariate(self._bg_msg_rate / 3600.0)
+        self._push(at, _BACKGROUND, lambda: self._background_message(at, generation))
+
+    def _background_message(self, at: float, generation: int) -> None:
+        with self._cond:
+            if generation != self._bg_msg_generation or self._bg_msg_rate is None:
+                return
+            assert self._bg_msg_specs is not None
+            spec = next(self._bg_msg_specs)
+        self.message_spec(spec, at=at)
+        with self._cond:
+            if generation == self._bg_msg_generation and self._bg_msg_rate is not None:
+                self._schedule_background_message(at, generation)
 
     def _schedule_background(self, after: float, generation: int) -> None:
         assert self._bg_rate is not None
@@ -197,26 +352,29 @@ class LiveTraffic:
     # -- synchronisation for tests ------------------------------------------------------
 
     def wait_idle(self, timeout: float = 10.0, *, finalize: bool = True) -> bool:
-        """Block until every placed call has run its steps and every delivery has settled.
+        """Block until every placed call and message has run its steps and every delivery has settled.
 
-        ``finalize=False`` does not wait for the late REST rewrite (20 emulated
-        minutes after each call). The background mode's next placement is
-        never waited for. Returns False on timeout (real seconds).
+        ``finalize=False`` does not wait for what comes late: the REST rewrite
+        (20 emulated minutes after each call) and the AI events (seconds to
+        minutes after). The background mode's next placement is never waited
+        for. Returns False on timeout (real seconds).
         """
         deadline = time.monotonic() + timeout
 
         def steps_done() -> bool:
-            return self._running == 0 and self._pending[_CALL] == 0 and (not finalize or self._pending[_FINAL] == 0)
+            return (self._running == 0 and self._pending[_CALL] == 0 and self._pending[_MESSAGE] == 0
+                    and (not finalize or self._pending[_FINAL] == 0))
 
         with self._cond:
             if not self._cond.wait_for(steps_done, timeout):
                 return False
         return self.engine.wait_idle(max(0.0, deadline - time.monotonic()))
 
-    def wait_placed(self, count: int, timeout: float = 10.0) -> bool:
-        """Block until at least ``count`` calls have been placed (for the background mode)."""
+    def wait_placed(self, count: int, timeout: float = 10.0, *, messages: int = 0) -> bool:
+        """Block until at least ``count`` calls (and ``messages`` messages) were placed (background mode)."""
         with self._cond:
-            return self._cond.wait_for(lambda: len(self._placed) >= count, timeout)
+            return self._cond.wait_for(
+                lambda: len(self._placed) >= count and len(self._messages) >= messages, timeout)
 
     @property
     def errors(self) -> list[str]:
@@ -229,6 +387,7 @@ class LiveTraffic:
         with self._cond:
             self._stopping = True
             self._bg_rate = None
+            self._bg_msg_rate = None
             self._cond.notify_all()
             thread, self._thread = self._thread, None
         if thread is not None:
@@ -288,3 +447,14 @@ class LiveTraffic:
             rest = self.store.get(call_id, base=self.base_url, fetch_contact=False, fetch_short_urls=False)
             assert rest is not None
             self.engine.publish(step.event, webhook_call(rest), at=step.at, call_id=call_id)
+
+    def _publish_message(self, step: MessageStep) -> None:
+        # §1.3: resource "message" for message.* and group_message.* alike.
+        self.engine.publish(step.event, step.data, at=step.at, resource="message", timestamp_ms=step.timestamp_ms)
+
+    def _publish_ai(self, call_id: int, kind: str, at: int) -> None:
+        # The insight's content is what the endpoint serves from now on, computed from the call as it is.
+        rest = self.store.get(call_id, base=self.base_url, fetch_contact=False, fetch_short_urls=False)
+        assert rest is not None and self.ai is not None
+        for data in self.ai.event_data(rest, kind):
+            self.engine.publish(EVENT_OF[kind], data, at=at, call_id=call_id)

@@ -17,7 +17,7 @@ data the rules need (``shared/RULES.md`` §3–5) and the sandbox contract
   §5 "Person Accounts", §6) with the fields of ``task_call_fields.json``,
   ``voicecall_fields.json``, the ``aircall__`` Task fields of
   ``aircall_sf_fields.json`` / R-SF-FIELDS and the Aircall Voice object of
-  R-SFV-3.
+  R-SFV-3 with the AI insight fields of R-AI-4.
 - Records: ``sobjects/{Obj}`` (create), ``sobjects/{Obj}/{id}`` (get, update,
   delete), ``sobjects/{Obj}/{field}/{value}`` (get by id-lookup field, upsert by
   external id); sObject Collections (§4: create ≤ 200 mixed types with
@@ -171,6 +171,13 @@ AMBIGUITIES: tuple[str, ...] = (
     "except a person account's contact.",
     "Bulk 2.0: numberRecordsProcessed includes failed rows; an empty cell leaves a field unset, '#N/A' clears it; "
     "CSV type errors are INVALID_TYPE_ON_FIELD_IN_RECORD.",
+    "Aircall Voice AI fields (RULES R-AI-4 names, ours: the reference knows only aircall__Aircall_AI__c's "
+    "aircall__Call_summary__c / aircall__AI_Key_Topics__c / aircall__Customer_Mood__c, types unknown): "
+    "aircall__AI_Summary__c, aircall__AI_Action_Items__c long text areas of 32,768; aircall__AI_Topics__c a "
+    "long text area of 1,000 (a few keywords); aircall__AI_Sentiment__c a text area of 255 (one word); "
+    "aircall__AI_Transcription__c a long text area of 131,072, Salesforce's maximum. All createable and "
+    "updateable (an insight arrives after the record exists). OrgOptions.voice_ai_fields=False leaves all five "
+    "out (an org whose package predates them); missing_fields removes them one by one.",
 )
 
 
@@ -490,6 +497,8 @@ class OrgOptions:
       ``None`` = the package is not installed; ``voice_call_link_field``: the
       VoiceCall lookup to it;
     - ``voice_call_id_external``: flag ``aircall__Call_Id__c`` as external id;
+    - ``voice_ai_fields``: ``False`` leaves the five AI insight fields of R-AI-4
+      out of the Aircall Voice object;
     - ``activity_record_types``: Task gets ``RecordTypeId`` (§1: only when
       Activity record types exist);
     - ``task_statuses``: (value, is_closed, is_default) of the org's TaskStatus;
@@ -508,6 +517,7 @@ class OrgOptions:
     voice_object: str | None = "aircall__Aircall_Voice__c"
     voice_call_link_field: str = "aircall__Aircall_Voice__c"
     voice_call_id_external: bool = False
+    voice_ai_fields: bool = True
     activity_record_types: bool = False
     task_statuses: tuple[tuple[str, bool, bool], ...] = (
         ("Not Started", False, True),
@@ -875,6 +885,15 @@ def build_schema(options: OrgOptions) -> dict[str, ObjectDef]:
             _custom("aircall__Assigned_To__c", "string", length=255),
             _custom("aircall__Answered_By__c", "string", length=255),
         ]
+        if options.voice_ai_fields:
+            # RULES.md R-AI-4: our names for the AI insights, not confirmed against Aircall's package.
+            avo += [
+                _custom("aircall__AI_Summary__c", "textarea", length=32768, label="AI Summary"),
+                _custom("aircall__AI_Topics__c", "textarea", length=1000, label="AI Topics"),
+                _custom("aircall__AI_Sentiment__c", "textarea", length=255, label="AI Sentiment"),
+                _custom("aircall__AI_Action_Items__c", "textarea", length=32768, label="AI Action Items"),
+                _custom("aircall__AI_Transcription__c", "textarea", length=131072, label="AI Transcription"),
+            ]
         obj(options.voice_object, avo, label="Aircall Voice", custom=True, key_prefix=CUSTOM_PREFIX,
             name_format="AV-{:08d}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import tomli_w
 
+from aircall_sync.sandbox.aircall_ai import AiInsights, AiOptions
 from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
 from aircall_sync.sandbox.aircall_webhooks import CALL_EVENTS, WebhookRegistry
 from aircall_sync.sandbox.front_api import DEFAULT_API_TOKEN as FRONT_TOKEN
@@ -65,11 +67,19 @@ class SandboxOptions:
     live: bool = False
     #: Calls placed per emulated hour in the background (0: only the calls a test places).
     live_calls_per_hour: float = 0.0
+    #: Messages (SMS, MMS, WhatsApp, in and out) per emulated hour in the background; None: a third of
+    #: live_calls_per_hour, so ``sandbox --live`` has some; 0: only the messages a test sends.
+    live_messages_per_hour: float | None = None
     #: Real seconds per emulated second for live mode's timings (1.0: real time; 0.001: the 30 s
     #: before call.ended take 30 ms). The live clock starts at the data set's end.
     time_scale: float = 1.0
     #: Webhook delivery: faults (p_duplicate, p_reorder), timeout, failures before auto-disable…
     webhook_delivery: DeliveryOptions = field(default_factory=DeliveryOptions)
+    #: The company has the Aircall AI package: the five AI endpoints serve insights of eligible calls and
+    #: live calls send their *.created events. False: 403 on those endpoints, no AI event.
+    ai_package: bool = True
+    #: Aircall AI behaviour: min_talk_s (60), the share of events carrying content, timings.
+    ai: AiOptions = field(default_factory=AiOptions)
 
 
 @dataclass
@@ -86,8 +96,10 @@ class Sandbox:
     aircall_webhooks: WebhookRegistry | None = None
     #: Delivers webhook events; its threads start with the first event.
     webhook_delivery: DeliveryEngine | None = None
-    #: Places calls over time (``options.live`` only).
+    #: Places calls and sends messages over time (``options.live`` only).
     traffic: LiveTraffic | None = None
+    #: The company's Aircall AI (what the AI endpoints serve; its clock is the live clock).
+    ai_insights: AiInsights | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
     def start(self) -> Sandbox:
@@ -98,12 +110,15 @@ class Sandbox:
         # Live calls start where the generated data ends (now, unless end is given).
         self.live_clock = LiveClock(o.time_scale, origin=to_epoch(end))
         self.aircall_webhooks = WebhookRegistry(seed=o.seed, clock=self.live_clock.now)
+        # "Produced yet?" is read on the live clock, like every other live timing.
+        self.ai_insights = AiInsights(seed=o.seed, clock=self.live_clock.now, package=o.ai_package, options=o.ai)
         app = AircallApp(
             store,
             api_id=DEFAULT_API_ID,
             api_token=DEFAULT_API_TOKEN,
             requests_per_minute=o.aircall_requests_per_minute,
             webhooks=self.aircall_webhooks,
+            ai=self.ai_insights,
         )
         tls_dir = o.tls_dir
         if tls_dir is None and (o.salesforce or o.aircall_tls):
@@ -140,9 +155,14 @@ class Sandbox:
         self.webhook_delivery = DeliveryEngine(self.aircall_webhooks, self.live_clock, delivery, seed=o.seed)
         if o.live:
             self.traffic = LiveTraffic(store, self.webhook_delivery, self.live_clock,
-                                       base_url=self.aircall_server.url, seed=o.seed)
+                                       base_url=self.aircall_server.url, seed=o.seed, ai=self.ai_insights)
             if o.live_calls_per_hour > 0:
                 self.traffic.start_background(o.live_calls_per_hour)
+            messages = o.live_messages_per_hour
+            if messages is None:
+                messages = o.live_calls_per_hour / 3
+            if messages > 0:
+                self.traffic.start_background_messages(messages)
         return self
 
     def stop(self) -> None:
@@ -167,7 +187,8 @@ class Sandbox:
         self.stop()
 
     def wait_idle(self, timeout: float = 10.0, *, finalize: bool = True) -> bool:
-        """Block until placed calls have run their lifecycle and no webhook delivery is pending."""
+        """Block until placed calls and messages have run their lifecycle and no webhook delivery is pending
+        (``finalize=False``: without the late REST rewrite and AI events)."""
         deadline = time.monotonic() + timeout
         if self.traffic is not None and not self.traffic.wait_idle(timeout, finalize=finalize):
             return False
@@ -187,17 +208,19 @@ class Sandbox:
     def sf_store(self):
         return self.salesforce[1] if self.salesforce is not None else None
 
-    def register_receiver(self, port: int, path: str = "/aircall/webhook") -> dict:
+    def register_receiver(self, port: int, path: str = "/aircall/webhook",
+                          events: Iterable[str] | None = None) -> dict:
         """Register a webhook for a receiver on this machine (``serve``), as an admin would in Aircall,
         and return the ``[live]`` settings that go with it (its URL, port and token).
 
-        Subscribed to every call event: the receiver takes what it needs. Plain ``http://`` is
-        accepted for loopback receivers only (a sandbox decision; Aircall wants HTTPS).
+        Subscribed to ``events``, by default every call event: the receiver takes what it needs. Add
+        ``aircall_webhooks.MESSAGE_EVENTS`` and ``AI_EVENTS`` for messages and AI insights. Plain
+        ``http://`` is accepted for loopback receivers only (a sandbox decision; Aircall wants HTTPS).
         """
         assert self.aircall_webhooks is not None, "start the sandbox first"
         url = f"http://{self.options.host}:{port}{path}"
         hook = self.aircall_webhooks.create({"custom_name": "aircall-sync sandbox", "url": url,
-                                             "events": list(CALL_EVENTS)})
+                                             "events": list(CALL_EVENTS if events is None else events)})
         return {"host": self.options.host, "port": port, "path": path, "public_url": url,
                 "webhook_token": hook.token}
 

@@ -4,7 +4,8 @@ Semantics follow ``shared/reference/aircall-live.md`` §1.3–1.5:
 
 - each published event goes, for every *active* webhook subscribed to it, as
   the envelope ``{resource, event, timestamp, token, data}`` (``timestamp``
-  in UNIX seconds, ``token`` the webhook's own), with the headers a real
+  in UNIX seconds, or milliseconds when the producer asks for it, as for a
+  share of message events; ``token`` the webhook's own), with the headers a real
   delivery carried: ``content-type: application/json``, ``user-agent:
   axios/<version>``, ``aircall-origin: webhooks`` and Datadog trace ids that
   change per request (§1.4). No signature header: Aircall has none;
@@ -208,16 +209,20 @@ class DeliveryEngine:
     # -- producing ----------------------------------------------------------------
 
     def publish(self, event: str, data: Mapping[str, Any], *, at: float | None = None,
-                call_id: int | None = None, resource: str | None = None) -> int:
+                call_id: int | None = None, resource: str | None = None, timestamp_ms: bool = False) -> int:
         """Queue ``event`` for every active webhook subscribed to it; returns its sequence number.
 
         ``at`` is the emulated time the payload was built (the envelope's
         ``timestamp``; default now). ``data`` is serialized at once, so later
         changes to the caller's dict do not leak into the delivery.
+        ``timestamp_ms`` writes the envelope's ``timestamp`` in epoch
+        milliseconds instead of seconds, as the one third-party
+        ``message.received`` sample does (aircall-live.md §1.3, UNCONFIRMED).
         """
         if event not in _EVENTS:
             raise ValueError(f"not an Aircall webhook event: {event!r}")
-        ts = int(self.clock.now() if at is None else at)
+        when = self.clock.now() if at is None else at
+        ts = int(round(when * 1000)) if timestamp_ms else int(when)
         targets, inactive = self.registry.targets(event)
         data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
         res = resource or event_resource(event)
