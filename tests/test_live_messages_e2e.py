@@ -95,3 +95,88 @@ def test_R_MSG_1_a_message_delivered_once_is_logged_once_and_survives_sigkill(tm
             assert TOKEN.encode() not in file.read_bytes()
     finally:
         box.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_messages_sent_in_the_emulated_aircall_are_logged_by_serve_once_each(tmp_path):
+    """The Aircall emulator sends and receives messages (SMS, MMS, WhatsApp, a group, failures) and delivers
+    their events to the real serve, duplicated and out of order; each message lands once per target, field
+    by field as RULES §7 says, and each line's name is read once (R-MSG-4)."""
+    from aircall_sync.aircall.webhooks import CALL_EVENTS, MESSAGE_EVENTS
+    from aircall_sync.sandbox.webhook_delivery import DeliveryOptions
+
+    delivery = DeliveryOptions(p_duplicate=0.4, p_reorder=0.4, reorder_hold_s=2.0, duplicate_delay_s=1.0)
+    box = Sandbox(SandboxOptions(calls=30, seed=12, days=1, live=True, webhook_delivery=delivery)).start()
+    try:
+        port = _free_port()
+        receiver = box.register_receiver(port, events=CALL_EVENTS + MESSAGE_EVENTS)
+        settings = box.settings(tmp_path / "state.sqlite3", targets=("salesforce", "front"), live=receiver)
+        settings["aircall"]["requests_per_minute"] = 60000
+        settings["front"]["requests_per_minute"] = 60000
+        config = write_settings(tmp_path / "settings.toml", settings)
+        serve = ServeProcess(config, token=receiver["webhook_token"], port=port)
+        try:
+            serve.wait_ready()
+            t = box.live_clock.now() - 3600  # every event of each message is due at once
+            traffic = box.traffic
+            sent = {
+                "inbound": traffic.message("inbound", at=t, external_number="pool", body="Can you call me back?"),
+                "outbound": traffic.message("outbound", at=t + 1, names_user=True, user=2, body="Shipped!"),
+                "anonymous_agent": traffic.message("outbound", at=t + 2, names_user=False, body="See you"),
+                "failed": traffic.message("outbound", at=t + 3, fail="undelivered", body="Reminder"),
+                "whatsapp": traffic.message("inbound", channel="whatsapp", at=t + 4, body="Menu please"),
+                "mms": traffic.message("inbound", at=t + 5, media=["photo.jpg", "scan.png"], body=""),
+                "group": traffic.message("outbound", at=t + 6, group=True, body="Team update"),
+                "unknown": traffic.message("inbound", at=t + 7, external_number="unknown", body="Hello?"),
+            }
+            assert box.wait_idle(timeout=30, finalize=False)
+            wanted = {f"message:{mid}" for mid in sent.values()}
+            wait_for(lambda: wanted <= set(message_tasks(box)), BOUND, "every message in Salesforce")
+            wait_for(lambda: {f"aircall-message-{m}" for m in sent.values()} <= set(front_imports(box)), BOUND,
+                     "every message in Front")
+            wait_for(lambda: serve.get("/readyz").json()["inbox_depth"] == 0, BOUND, "the inbox drained")
+        finally:
+            assert serve.stop() == 0, serve.output
+        tasks = message_tasks(box)
+        assert len(tasks) == len(set(tasks)) == len(sent)  # once each, whatever the deliveries
+        assert len(front_imports(box)) == len(sent)
+        by_key = {t["CallObject"]: t for t in box.sf_store.records("Task")}
+        world = box.aircall_store.world
+        lines = {line.id: line.name for line in world.lines}
+        for name, mid in sent.items():
+            placed = traffic.placed_message(mid)
+            task = by_key[f"message:{mid}"]
+            line = lines[placed.number_id]
+            assert task["TaskSubtype"] == "Task" and task["Status"] == "Completed" and task["Type"] is None
+            assert line in task["Subject"], (name, task["Subject"])  # the line's name, even from bare events
+            assert task["CallType"] is None and task["CallDurationInSeconds"] is None
+            if name == "failed":
+                assert task["Subject"].startswith("Failed: SMS sent "), task["Subject"]
+            elif name == "whatsapp":
+                assert task["Subject"].startswith("WhatsApp received from "), task["Subject"]
+            elif name == "outbound":
+                agent = world.agents[2].name
+                assert task["Subject"].startswith(f"SMS sent from {agent} via {line} to "), task["Subject"]
+            elif name == "anonymous_agent":
+                assert task["Subject"].startswith(f"SMS sent via {line} to "), task["Subject"]
+            elif name == "mms":
+                lines_ = task["Description"].splitlines()
+                assert len(lines_) == 2 and all(x.startswith("Attachment: http") and "photo.jpg" in lines_[0] for x in lines_)
+            else:
+                assert task["Description"] == {"inbound": "Can you call me back?", "group": "Team update",
+                                               "unknown": "Hello?"}[name]
+        # The unknown number got a Lead (R-SF-MATCH-4), once.
+        unknown = traffic.placed_message(sent["unknown"])
+        assert by_key[f"message:{sent['unknown']}"]["WhoId"].startswith("00Q")
+        number_reads = [r.path for r in box.aircall_server.requests if r.path.startswith("/v1/numbers/")]
+        assert len(number_reads) == len(set(number_reads))  # once per line and process (R-MSG-4)
+        assert unknown.raw_digits
+    finally:
+        box.stop()

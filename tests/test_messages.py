@@ -333,3 +333,13 @@ def test_settings_message_subjects_follow_the_task_locale_and_check_placeholders
         settings(**{"salesforce.messages.subjects": {"outbound": "{kind} sent"}})
     with pytest.raises(SettingsError, match=r"front.messages.log"):
         settings(**{"front.messages": {"log": "some"}})
+
+
+def test_R_MSG_1_nested_objects_merge_key_by_key():
+    """The emulator (and Aircall's samples) send ``number`` as the full object in some events and as
+    ``{id, digits}`` in others: the time zone and name of the full one are kept."""
+    full = message("SM10", direction="outbound", status="sent")
+    bare = dict(full, status="delivered", number={"id": LINE["id"], "digits": LINE["digits"]})
+    m = message_from_events([_event(1, "message.sent", full, 100), _event(2, "message.status_updated", bare, 101)])
+    assert (m.status, m.number.name, m.number.time_zone, m.number.country) == (
+        "delivered", "Support US", "America/New_York", "US")

@@ -7,7 +7,9 @@ holds the only copy of each, so the worker, ``explain``, ``retry`` (and later
 - its events are taken oldest to newest (envelope timestamp, then arrival:
   DESIGN §10) and their ``data`` merged, each newer snapshot's values winning,
   so the newest snapshot decides (a ``message.status_updated`` that carries
-  only the status keeps the body of the ``message.sent`` before it) and any
+  only the status keeps the body of the ``message.sent`` before it; a
+  ``number`` reduced to ``{id, digits}`` keeps the name and time zone an
+  older event gave) and any
   event carrying the message is enough to log it (R-MSG-1);
 - a message event names its direction in its name when ``direction`` is
   absent (``.sent``: outbound, ``.received``: inbound), and a ``group_message.*``
@@ -46,10 +48,21 @@ def merged_data(events: Iterable[Event]) -> dict[str, Any]:
         snapshot = event.body.get("data")
         if not isinstance(snapshot, Mapping):
             continue
-        for key, value in snapshot.items():
-            if not _empty(value) or key not in data:
-                data[key] = value
+        _merge(data, snapshot)
     return data
+
+
+def _merge(into: dict[str, Any], newer: Mapping[str, Any]) -> None:
+    """Newer non-empty values win, key by key, nested objects too: an event whose ``number`` is only
+    ``{id, digits}`` keeps the name, country and time zone an older event carried."""
+    for key, value in newer.items():
+        current = into.get(key)
+        if isinstance(value, Mapping) and isinstance(current, dict) and value:
+            merged = dict(current)
+            _merge(merged, value)
+            into[key] = merged
+        elif not _empty(value) or key not in into:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
 def message_from_events(events: list[Event]) -> Message:
