@@ -166,7 +166,3 @@ def assess_message(message: Message, settings, *, number_names: Callable[[int], 
     }
     return MessageAssessment(message=message, external=external, number_name=number_name(message, looked_up),
                              decisions=decisions)
-
-
-def is_message(item) -> bool:
-    return isinstance(item, MessageAssessment)

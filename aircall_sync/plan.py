@@ -94,15 +94,6 @@ def _identity(call_id: int, message_id: str | None) -> dict[str, Any]:
     return {"call_id": call_id}
 
 
-def label_messages(items: Iterable[Change | Outcome], message_ids: Mapping[int, str]) -> None:
-    """Give the changes or outcomes of messages their ``message_id`` (targets key them by the state key)."""
-    if not message_ids:
-        return
-    for item in items:
-        if item.message_id is None and item.call_id in message_ids:
-            item.message_id = message_ids[item.call_id]
-
-
 def item_label(call_id: int, message_id: str | None) -> str:
     """``call 123`` or ``message SM…``, for text output."""
     return f"message {message_id}" if message_id is not None else f"call {call_id}"
