@@ -343,3 +343,37 @@ def test_R_MSG_1_nested_objects_merge_key_by_key():
     m = message_from_events([_event(1, "message.sent", full, 100), _event(2, "message.status_updated", bare, 101)])
     assert (m.status, m.number.name, m.number.time_zone, m.number.country) == (
         "delivered", "Support US", "America/New_York", "US")
+
+
+class _Org:
+    user_id = "005INTEGRATION"
+
+    def __init__(self, task):
+        self.task = task
+        self.asked = []
+
+    def describe_many(self, names):
+        self.asked.append(list(names))
+        voice = {"createable": True, "fields": [{"name": "aircall__Aircall_Voice__c"}]}
+        custom = {"fields": [{"name": n} for n in ("aircall__Call_Id__c",)]}
+        return {"VoiceCall": voice, "aircall__Aircall_Voice__c": custom, "Task": self.task}
+
+
+@pytest.mark.parametrize(("log", "task_type", "task", "expected"), [
+    ("all", "", {"createable": False, "fields": []}, "Task: messages are logged as Tasks in mode voice too"),
+    ("all", "SMS", {"createable": True, "fields": [{"name": "Subject"}]}, "Task.Type is not visible"),
+    ("all", "SMS", {"createable": True, "fields": [{"name": "Type"}]}, None),
+    ("none", "", {"createable": False, "fields": []}, None),
+])
+def test_R_MSG_4_check_in_voice_mode_names_what_message_tasks_need(log, task_type, task, expected):
+    from aircall_sync.targets.salesforce_target import check_voice
+
+    s = settings(salesforce={"mode": "voice", "voice": {"call_center_id": "04v000000000001"}},
+                 **{"salesforce.messages": {"log": log, "task_type": task_type}})
+    org = _Org(task)
+    _infos, problems = check_voice(s, org)
+    found = [p for p in problems if "Task" in p and "VoiceCall" not in p]
+    assert len(found) == (1 if expected else 0), problems
+    if expected:
+        assert found[0].startswith(expected)
+    assert ("Task" in org.asked[0]) == (log != "none")  # no describe of Task when messages are not logged

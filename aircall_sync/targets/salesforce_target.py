@@ -1096,7 +1096,19 @@ def check_voice(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
     voice = settings.salesforce.voice
     infos: list[str] = []
     problems: list[str] = []
-    described = org.describe_many(["VoiceCall", voice.aircall_voice_object])
+    messages = settings.salesforce.messages
+    described = org.describe_many(["VoiceCall", voice.aircall_voice_object]
+                                  + (["Task"] if messages.log != "none" else []))
+    if messages.log != "none":
+        # Messages are Tasks in mode voice too (R-MSG-4).
+        task = described.get("Task")
+        if not task or not task.get("createable", True):
+            problems.append("Task: messages are logged as Tasks in mode voice too (R-MSG-4), but the API user "
+                            "cannot create Tasks; grant Create on Task, or set salesforce.messages.log = \"none\"")
+        elif messages.task_type and "type" not in {f["name"].lower() for f in task.get("fields", [])}:
+            problems.append("Task.Type is not visible to the API user, but salesforce.messages.task_type is set: "
+                            "make Task.Type visible to that user's profile, or set salesforce.messages.task_type "
+                            "= \"\"")
     vc = described.get("VoiceCall")
     if not vc or not vc.get("createable"):
         problems.append(f"VoiceCall is not createable at API version {settings.salesforce.api_version} (R-SFV-7): "
