@@ -383,9 +383,14 @@ def retry(
 @handled
 def explain(
     ctx: typer.Context,
-    call_id: Annotated[int, typer.Argument(help="The Aircall call id.")],
+    call_id: Annotated[str, typer.Argument(
+        metavar="ID", help="An Aircall call id, or the id of a message whose webhook events serve stored.")],
 ) -> None:
-    """How the rules read one call, and exactly what would be written for it in each target."""
+    """How the rules read one call or message, and exactly what would be written for it in each target.
+
+    Messages (SMS, MMS, WhatsApp) exist only as the webhook events `serve` keeps: a message id is explained
+    from them.
+    """
     from aircall_sync.runner import explain as explain_call
 
     explain_call(_options(ctx).settings(), call_id, out=sys.stdout)
@@ -413,6 +418,9 @@ def serve(
                                                             "Default: live.port.", show_default=False)] = None,
 ) -> None:
     """Live mode: receive Aircall's webhooks, log each call within seconds, reconcile by polling.
+
+    SMS, MMS and WhatsApp messages are logged here only (Aircall's API lists no messages): a Task in
+    Salesforce, the message in the contact's Front conversation.
 
     Runs until stopped; SIGTERM stops receiving, finishes what is due (up to 30 s) and exits 0.
     """

@@ -36,10 +36,12 @@ class Change:
     #: Why this record, in words, for ``explain`` and the dry run (e.g. "matched Contact by MobilePhone").
     note: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: A message's id (RULES §7); ``call_id`` then holds its state key (negative), which JSON never shows.
+    message_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "call_id": self.call_id,
+            **_identity(self.call_id, self.message_id),
             "target": self.target,
             "object": self.object,
             "action": self.action.value,
@@ -70,10 +72,12 @@ class Outcome:
     error: dict[str, str] | None = None
     warnings: list[str] = field(default_factory=list)
     fingerprint: str | None = None
+    #: A message's id (RULES §7); ``call_id`` then holds its state key (negative), which JSON never shows.
+    message_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"call_id": self.call_id, "target": self.target, "outcome": self.outcome,
-                               "records": self.records}
+        out: dict[str, Any] = {**_identity(self.call_id, self.message_id), "target": self.target,
+                               "outcome": self.outcome, "records": self.records}
         if self.reason:
             out["reason"] = self.reason
         if self.error:
@@ -81,6 +85,18 @@ class Outcome:
         if self.warnings:
             out["warnings"] = self.warnings
         return out
+
+
+def _identity(call_id: int, message_id: str | None) -> dict[str, Any]:
+    """DESIGN §3: ``call_id`` (an integer) for a call, ``message_id`` (a string) for a message."""
+    if message_id is not None:
+        return {"message_id": message_id}
+    return {"call_id": call_id}
+
+
+def item_label(call_id: int, message_id: str | None) -> str:
+    """``call 123`` or ``message SM…``, for text output."""
+    return f"message {message_id}" if message_id is not None else f"call {call_id}"
 
 
 def same_value(current: Any, desired: Any) -> bool:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from aircall_sync.plan import Action, Change
+from aircall_sync.plan import Action, Change, item_label
 from aircall_sync.rules import Assessment
 
 
@@ -117,11 +117,11 @@ class PlanPrinter:
         self.printed += 1
         head = Text(f"{_VERB[change.action]} ", style=_STYLE[change.action])
         if change.action is Action.SKIP:
-            head.append(f"call {change.call_id} in {change.target}: {change.reason}")
+            head.append(f"{item_label(change.call_id, change.message_id)} in {change.target}: {change.reason}")
             self.console.print(head)
             return
         what = change.object + (f" {change.record_id}" if change.record_id else "")
-        head.append(f"{what} for call {change.call_id}")
+        head.append(f"{what} for {item_label(change.call_id, change.message_id)}")
         if change.note:
             head.append(f"  ({change.note})", style="dim")
         self.console.print(head)
@@ -165,6 +165,7 @@ def run_summary(out: IO[str], summary) -> None:
             counts.append("stopped before the end")
         parts.append(f"{target}: {', '.join(counts)}")
     c.print(f"{summary.command.capitalize()} finished in {summary.seconds:.1f}s: {summary.calls} call(s)"
+            + (f" and {summary.messages} message(s)" if getattr(summary, "messages", 0) else "")
             + (f"; {'; '.join(parts)}" if parts else "") + ".", markup=False)
     requests = ", ".join(f"{k} {v}" for k, v in summary.requests.items())
     retries = ", ".join(f"{k} {v}" for k, v in summary.retries.items() if v)
@@ -178,7 +179,8 @@ def run_summary(out: IO[str], summary) -> None:
                      "`aircall-sync retry`):", style="red"))
         for failure in summary.failures[:20]:
             err = failure.get("error") or {}
-            c.print(f"  call {failure['call_id']} ({failure['target']}): {err.get('code')}: {err.get('message')}",
+            who = f"message {failure['message_id']}" if "message_id" in failure else f"call {failure['call_id']}"
+            c.print(f"  {who} ({failure['target']}): {err.get('code')}: {err.get('message')}",
                     markup=False)
         if len(summary.failures) > 20:
             c.print(f"  … and {len(summary.failures) - 20} more", markup=False)

@@ -257,7 +257,12 @@ def flow_for(kind: Kind, call_flow: Mapping[str, str]) -> Flow:
 
 def zone_for(call: Call, default: ZoneInfo) -> ZoneInfo:
     """The Aircall number's time zone, or ``default`` when it is missing or unknown."""
-    name = call.number.time_zone if call.number else None
+    return number_zone(call.number, default)
+
+
+def number_zone(number, default: ZoneInfo) -> ZoneInfo:
+    """An Aircall number's ``time_zone``, or ``default`` when it is missing or unknown."""
+    name = number.time_zone if number else None
     if name:
         try:
             return ZoneInfo(name)
@@ -272,8 +277,15 @@ def outside_business_hours(
     """R-FLOW-2: why the call is outside business hours, or ``None`` when inside."""
     if call.missed_call_reason == "out_of_opening_hours":
         return "outside business hours (Aircall: out_of_opening_hours)"
-    zone = zone_for(call, default_zone)
-    local = call.started_at.astimezone(zone)
+    return outside_hours(call.started_at, zone_for(call, default_zone), days, start, end)
+
+
+def outside_hours(moment: datetime, zone: ZoneInfo, days: Collection[str], start: time, end: time) -> str | None:
+    """Why ``moment``, read in ``zone``, is outside ``[sync.business_hours]``, or ``None`` when inside.
+
+    Shared by calls (R-FLOW-2) and messages (R-MSG-3).
+    """
+    local = moment.astimezone(zone)
     day = WEEKDAYS[local.weekday()]
     if day not in days or not (start <= local.time().replace(tzinfo=None) < end):
         return f"outside business hours ({day} {local:%H:%M} {zone.key})"
@@ -338,6 +350,18 @@ class Assessment:
     settled: bool
     unsettled_reason: str | None
     decisions: dict[str, Decision]
+
+    #: Not a message (``message_rules.MessageAssessment`` is): targets plan both kinds side by side.
+    message = None
+
+    @property
+    def key(self) -> int:
+        """The item's key in the state store and in every plan: the call id (R-CALL-7)."""
+        return self.call.id
+
+    @property
+    def message_id(self) -> str | None:
+        return None
 
 
 def assess(call: Call, settings, now: datetime, *, lag: timedelta | None = None) -> Assessment:

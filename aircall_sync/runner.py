@@ -16,6 +16,7 @@ run finds them by their key before creating anything (DESIGN §6).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import tempfile
@@ -52,6 +53,7 @@ class RunSummary:
     command: str
     dry_run: bool
     calls: int = 0
+    messages: int = 0  # live mode: messages planned (RULES §7)
     unsettled: int = 0
     unreadable: list[BadCall] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)  # (target, outcome) -> n
@@ -68,6 +70,7 @@ class RunSummary:
     def counts(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
+            **({"messages": self.messages} if self.messages else {}),
             "unsettled": self.unsettled,
             "unreadable": len(self.unreadable),
             "outcomes": {f"{t}.{o}": n for (t, o), n in sorted(self.outcomes.items())},
@@ -201,6 +204,8 @@ class Runner:
         if not wanted:
             log.info("no failed records to retry")
             return self._finish()
+        messages = self._stored_messages(sorted(k for k in wanted if k < 0))
+        wanted = {k for k in wanted if k > 0}
 
         def calls() -> Iterator[Call]:
             for call_id in sorted(wanted):
@@ -210,11 +215,36 @@ class Runner:
                 except CallParseError as exc:
                     self.summary.unreadable.append(BadCall(call_id, str(exc)))
 
-        self._process((self._assess(call) for call in calls()), only_changed=False)
+        self._process(itertools.chain(messages, (self._assess(call) for call in calls())), only_changed=False)
         return self._finish()
 
-    def process(self, assessments: Iterable[rules.Assessment]) -> RunSummary:
-        """Live mode's worker: calls already in hand (webhook snapshots), planned and written as a run's."""
+    def _stored_messages(self, keys: list[int]) -> list:
+        """Failed messages, rebuilt from the events the inbox keeps (Aircall lists no messages: RULES §7)."""
+        if not keys:
+            return []
+        from aircall_sync.aircall.messages import MessageParseError
+        from aircall_sync.live.inbox import Inbox
+        from aircall_sync.live.messages import NumberNames, message_from_events
+        from aircall_sync.message_rules import assess_message
+
+        inbox = Inbox(self.state)
+        names = NumberNames(self.client)
+        out = []
+        for key, message_id in sorted(self.state.message_ids(keys).items()):
+            events = inbox.events_of("message", message_id)
+            if not events:
+                log.warning("message %s: its events are no longer kept (live.keep_events); it cannot be retried",
+                            message_id)
+                continue
+            try:
+                out.append(assess_message(message_from_events(events), self.settings, number_names=names))
+            except MessageParseError as exc:
+                log.warning("message %s cannot be read: %s", message_id, exc)
+        return out
+
+    def process(self, assessments: Iterable) -> RunSummary:
+        """Live mode's worker: calls and messages already in hand (webhook snapshots; ``rules.Assessment`` and
+        ``message_rules.MessageAssessment``), planned and written together as a run's chunks."""
         self._process(assessments)
         return self._finish()
 
@@ -284,7 +314,10 @@ class Runner:
                 if not assessment.settled:
                     self.summary.unsettled += 1
                     continue
-                self.summary.calls += 1
+                if assessment.call is None:
+                    self.summary.messages += 1  # a message (RULES §7), planned beside the calls
+                else:
+                    self.summary.calls += 1
                 chunk.append(assessment)
                 if len(chunk) % Prefetch.BATCH == 0:
                     self._give_way()
@@ -444,7 +477,8 @@ class Runner:
         per: dict[str, dict[str, dict[str, int]]] = {}
         for (target, obj, action), n in self.summary.changes.items():
             per.setdefault(target, {}).setdefault(obj, {})[action] = n
-        return {"calls": self.summary.calls, "unsettled": self.summary.unsettled, "changes": per}
+        return {"calls": self.summary.calls, **({"messages": self.summary.messages} if self.summary.messages else {}),
+                "unsettled": self.summary.unsettled, "changes": per}
 
 
 @dataclass
@@ -786,8 +820,74 @@ def _span(delta: timedelta) -> str:
     return f"{days}d" if days and not seconds else f"{int(delta.total_seconds())}s"
 
 
-def explain(settings, call_id: int, *, out: IO[str], now: datetime | None = None) -> None:
-    """``explain CALL_ID``: the call as the rules read it, the decision and the exact records per target."""
+def _stored_message_events(settings, message_id: str) -> list:
+    """The inbox's events of a message (messages exist nowhere else: RULES §7); [] without a state file."""
+    from aircall_sync.live.inbox import Inbox
+
+    path = Path(settings.sync.state_path)
+    if not message_id or not path.exists():
+        return []
+    with State.open(path) as state:
+        return Inbox(state).events_of("message", message_id)
+
+
+def explain(settings, item_id: int | str, *, out: IO[str], now: datetime | None = None) -> None:
+    """``explain ID``: a call (an Aircall call id) or a message (an id whose events the inbox holds), as the
+    rules read it, the decision and the exact records per target."""
+    text = str(item_id).strip()
+    events = _stored_message_events(settings, text)
+    if events:
+        return explain_message(settings, text, events, out=out)
+    if not text.isdigit() or int(text) <= 0:
+        raise UsageError(f"no call or message {text}: a call id is a number; a message is explained from the "
+                         "webhook events serve stored (none for this id in the state file)")
+    return _explain_call(settings, int(text), out=out, now=now)
+
+
+def explain_message(settings, message_id: str, events: list, *, out: IO[str]) -> None:
+    """``explain MESSAGE_ID``: the message its stored events describe (RULES §7) and what each target writes."""
+    from aircall_sync.aircall.messages import MessageParseError
+    from aircall_sync.live.messages import NumberNames, message_from_events
+    from aircall_sync.message_rules import assess_message
+    from aircall_sync.targets.salesforce_message import channel_word
+
+    try:
+        message = message_from_events(events)
+    except MessageParseError as exc:
+        raise UsageError(f"message {message_id} cannot be read from its stored events: {exc}") from None
+    with aircall_client(settings) as client:
+        a = assess_message(message, settings, number_names=NumberNames(client))
+    c = render.console(out)
+    external = a.external
+    lines = [
+        f"Message {message.id}: {message.direction} {channel_word(message)}"
+        f"{' (group)' if message.group else ''}{' with media' if message.attachments else ''}, "
+        f"created {_iso(message.created_at)} on {a.number_name or 'an unknown line'}",
+        "  external number: " + (external.e164 + ("" if external.valid else " (invalid number)") if external
+                                 else "none (R-MSG-2)"),
+        f"  user: {message.user.name if message.user and message.user.name else 'none named'}; status: "
+        f"{message.status or 'unknown'}{' (a failed delivery, R-MSG-6)' if message.failed else ''}; "
+        f"attachments: {len(message.attachments)}",
+        f"  stored events: {len(events)} ({', '.join(sorted({e.event for e in events}))})",
+    ]
+    for name, decision in a.decisions.items():
+        lines.append(f"  {name}: " + (f"skip ({decision.reason})" if decision.skipped else "log"))
+    for line in lines:
+        c.print(line, markup=False)
+    names = settings.enabled_targets()
+    if not names:
+        return
+    state, close_state = open_state(settings.sync.state_path, dry_run=True)
+    try:
+        printer = render.PlanPrinter(out, show_unchanged=True)
+        for target in connect_targets(settings, names, state, dry_run=True):
+            for change in target.plan([a], only_changed=False).changes():
+                printer(change)
+    finally:
+        close_state()
+
+
+def _explain_call(settings, call_id: int, *, out: IO[str], now: datetime | None = None) -> None:
     from aircall_sync.errors import ServiceError
 
     now = now or datetime.now(UTC)
@@ -867,6 +967,6 @@ def status(settings, *, out: IO[str]) -> None:
         # One line each: error messages are long, and a table would squeeze them on 80 columns.
         c.print(f"Failed records ({len(failures)}):", markup=False)
         for f in failures:
-            c.print(f"  call {f.call_id} ({f.target} {f.object_name}): {f.code}: {f.message} "
+            c.print(f"  {f.label} ({f.target} {f.object_name}): {f.code}: {f.message} "
                     f"[{f.attempts} attempt(s), last {_iso(f.last_failed_at)}]", markup=False)
         c.print("Fix the cause (often a setting or a validation rule in Salesforce), then run `aircall-sync retry`.")

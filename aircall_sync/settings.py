@@ -50,11 +50,17 @@ __all__ = [
     "FrontSettings",
     "FrontSubjects",
     "LOCALES",
+    "FrontMessages",
+    "MESSAGE_SUBJECT_KEYS",
+    "MESSAGE_SUBJECT_PLACEHOLDERS",
+    "MESSAGE_SUBJECT_TEMPLATES",
     "MediaSettings",
+    "MessageSubjects",
     "SUBJECT_KEYS",
     "SUBJECT_PLACEHOLDERS",
     "SUBJECT_TEMPLATES",
     "SalesforceMatching",
+    "SalesforceMessages",
     "SalesforceSettings",
     "Secret",
     "Settings",
@@ -137,6 +143,31 @@ SUBJECT_TEMPLATES: dict[str, dict[str, str]] = {
         "voicemail": "Mensaje de voz de {record_name} en {number_name}",
         "outbound_conference": "Llamada de conferencia saliente a {record_name} desde {number_name}",
         "inbound_conference": "Llamada entrante de {record_name} en {number_name}",
+    },
+}
+
+# R-MSG-4: message Task subjects, per direction. {channel} is "SMS", or "WhatsApp" for a WhatsApp
+# message; when {user_name} is empty, the word before it and the placeholder are left out
+# ("SMS sent via …", not "SMS sent from  via …").
+MESSAGE_SUBJECT_KEYS: tuple[str, ...] = ("outbound", "inbound")
+MESSAGE_SUBJECT_PLACEHOLDERS: tuple[str, ...] = ("record_name", "number_name", "user_name", "channel",
+                                                 "direction")
+MESSAGE_SUBJECT_TEMPLATES: dict[str, dict[str, str]] = {
+    "en": {
+        "outbound": "{channel} sent from {user_name} via {number_name} to {record_name}",
+        "inbound": "{channel} received from {record_name} to {number_name}",
+    },
+    "fr": {
+        "outbound": "{channel} envoyé par {user_name} via {number_name} à {record_name}",
+        "inbound": "{channel} reçu de {record_name} sur {number_name}",
+    },
+    "de": {
+        "outbound": "{channel} gesendet von {user_name} über {number_name} an {record_name}",
+        "inbound": "{channel} empfangen von {record_name} auf {number_name}",
+    },
+    "es": {
+        "outbound": "{channel} enviado por {user_name} desde {number_name} a {record_name}",
+        "inbound": "{channel} recibido de {record_name} en {number_name}",
     },
 }
 
@@ -624,6 +655,7 @@ class SyncSettings:
     revisit: dt.timedelta = _key(dt.timedelta(hours=24), _duration)
     state_path: Path = _key(Path("aircall-sync.sqlite3"), _state_path)
     log_calls: str = _key("always", _enum("always", "business_hours"))
+    log_messages: str = _key("always", _enum("always", "business_hours"))
     business_hours: BusinessHours = _section(BusinessHours)
     # The ZoneInfo of `timezone`, so callers never build (or mistype) it again.
     tzinfo: ZoneInfo = _derived(ZoneInfo("UTC"))
@@ -729,6 +761,41 @@ class TaskSettings:
         raise ValueError(f"no Task status for call-flow decision {decision!r}")
 
 
+_MSG_TEMPLATE = _template(MESSAGE_SUBJECT_PLACEHOLDERS)
+_EN_MESSAGE_SUBJECTS = MESSAGE_SUBJECT_TEMPLATES["en"]
+_MESSAGE_LOG = _enum("all", "inbound", "outbound", "none")
+
+
+@dataclass(frozen=True)
+class MessageSubjects:
+    """``[salesforce.messages.subjects]``: message Task Subject templates (R-MSG-4).
+
+    A key the file leaves out holds the template of ``salesforce.task.subject_locale``.
+    """
+
+    outbound: str = _key(_EN_MESSAGE_SUBJECTS["outbound"], _MSG_TEMPLATE)
+    inbound: str = _key(_EN_MESSAGE_SUBJECTS["inbound"], _MSG_TEMPLATE)
+
+    def template(self, direction: str) -> str:
+        return self.outbound if direction == "outbound" else self.inbound
+
+
+@dataclass(frozen=True)
+class SalesforceMessages:
+    """``[salesforce.messages]``: SMS/MMS/WhatsApp messages as Tasks (RULES §7)."""
+
+    log: str = _key("all", _MESSAGE_LOG)
+    task_type: str = _key("", _text(max_len=255))
+    subjects: MessageSubjects = _section(MessageSubjects)
+
+
+@dataclass(frozen=True)
+class FrontMessages:
+    """``[front.messages]``: messages imported into the contact's conversation (R-MSG-5)."""
+
+    log: str = _key("all", _MESSAGE_LOG)
+
+
 @dataclass(frozen=True)
 class MediaSettings:
     """``[salesforce.recording]`` / ``[salesforce.voicemail]``: media links (R-CALL-8)."""
@@ -825,6 +892,7 @@ class SalesforceSettings:
     recording: MediaSettings = _section(MediaSettings)
     voicemail: MediaSettings = _section(MediaSettings)
     voice: VoiceSettings = _section(VoiceSettings)
+    messages: SalesforceMessages = _section(SalesforceMessages)
 
     @property
     def api_version_number(self) -> float:
@@ -873,6 +941,7 @@ class FrontSettings:
     subject_locale: str = _key("en", _enum(*LOCALES))
     call_flow: CallFlow = _section(CallFlow)
     subjects: FrontSubjects = _section(FrontSubjects)
+    messages: FrontMessages = _section(FrontMessages)
 
 
 def _port(ctx: _Context, path: str, value: Any) -> Any:
@@ -1158,9 +1227,16 @@ def _read_salesforce(ctx: _Context, raw: Any) -> SalesforceSettings:
             overrides={"subjects": task_reader},
         )
 
+    message_subjects = _read_subjects(MessageSubjects, MESSAGE_SUBJECT_TEMPLATES, lambda: locale["task"])
+
+    def read_messages(ctx: _Context, sub_raw: Any, path: str, all_lenient: bool) -> SalesforceMessages:
+        # Read after [salesforce.task] (field order), so its subject_locale is known.
+        return _read_section(ctx, SalesforceMessages, sub_raw, path, all_lenient=all_lenient,
+                             overrides={"subjects": message_subjects})
+
     settings = _read_section(
         ctx, SalesforceSettings, raw, "salesforce",
-        lenient=lenient, all_lenient=not enabled, overrides={"task": read_task},
+        lenient=lenient, all_lenient=not enabled, overrides={"task": read_task, "messages": read_messages},
     )
     if settings.matching.create_case and settings.matching.link_to != "case" and (
         "salesforce.matching.link_to" not in ctx.bad

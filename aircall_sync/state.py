@@ -229,9 +229,23 @@ CREATE TABLE live_objects (
 ) WITHOUT ROWID;
 """
 
+# Messages (RULES §7): the tables above are keyed by an integer call id; a message is
+# keyed there by a negative integer derived from its id (aircall.messages.message_key).
+# This table maps that key back to the message id, so that status, reports and failures
+# name "message <id>".
+_SCHEMA_3 = """
+CREATE TABLE messages (
+    key        INTEGER PRIMARY KEY CHECK (typeof(key) = 'integer' AND key < 0),
+    message_id TEXT    NOT NULL UNIQUE,
+    created_at TEXT,
+    seen_at    TEXT    NOT NULL
+);
+"""
+
 MIGRATIONS: list[Migration] = [
     _SCHEMA_1,
     _SCHEMA_2,
+    _SCHEMA_3,
 ]
 """Schema migrations; entry ``n`` takes ``PRAGMA user_version`` from ``n`` to ``n+1``.
 
@@ -311,6 +325,15 @@ class Failure:
     first_failed_at: datetime
     last_failed_at: datetime
     attempts: int
+    #: Set for a message (``call_id`` is then its negative key, RULES §7).
+    message_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``call <id>`` or ``message <id>``, as status and reports name it."""
+        if self.call_id < 0:
+            return f"message {self.message_id or '(unknown id)'}"
+        return f"call {self.call_id}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -878,6 +901,38 @@ class State:
                 rows,
             )
 
+    # ---------------------------------------------------------------- messages
+
+    @_db
+    def remember_messages(self, items: Iterable[tuple[int, str, datetime | None]]) -> None:
+        """Map ``(key, message id, created_at)``: a message's integer key back to its id (schema 3)."""
+        now = _ts(_now())
+        rows = []
+        for key, message_id, created in items:
+            if _call_id(key) >= 0:
+                raise ValueError(f"a message key is negative, got {key}")
+            rows.append((key, _name(message_id, "message id"), _ts(created) if created else None, now))
+        if not rows:
+            return
+        with self._txn(write=True) as conn:
+            conn.executemany(
+                "INSERT INTO messages (key, message_id, created_at, seen_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at, "
+                "created_at = coalesce(excluded.created_at, messages.created_at)",
+                rows,
+            )
+
+    @_db
+    def message_ids(self, keys: Iterable[int]) -> dict[int, str]:
+        """Message key -> message id, for the keys known (calls' keys are never there)."""
+        wanted = sorted({_call_id(k) for k in keys if isinstance(k, int) and k < 0})
+        out: dict[int, str] = {}
+        with self._txn(write=False) as conn:
+            for chunk in _chunks(wanted):
+                marks = ",".join("?" * len(chunk))
+                out.update(conn.execute(f"SELECT key, message_id FROM messages WHERE key IN ({marks})", chunk))
+        return out
+
     # ---------------------------------------------------------------- posted extras
 
     @_db
@@ -1247,6 +1302,7 @@ class State:
             sql += " WHERE target = ?"
             params = (target,)
         rows = self._connection().execute(sql + " ORDER BY call_id, target", params).fetchall()
+        ids = self.message_ids([r[0] for r in rows])
         return [
             Failure(
                 call_id=c,
@@ -1258,6 +1314,7 @@ class State:
                 first_failed_at=_parse_ts(first),
                 last_failed_at=_parse_ts(last),
                 attempts=a,
+                message_id=ids.get(c),
             )
             for c, t, o, code, m, r, first, last, a in rows
         ]

@@ -36,6 +36,9 @@ def test_demo_live_logs_each_placed_call_within_seconds_and_stops_serve_cleanly(
     assert len(delays) == 6 and max(delays) < 10  # DESIGN §10's test bound
     assert "not logged" not in out
     assert "The org holds one Task per placed call" in out
+    # RULES §7: messages, only seen through webhooks, land too.
+    assert len(re.findall(r"  message \w+ \(inbound SMS\): Task 00T\w+ \"SMS received from .+\", [\d.]+ s after", out)) == 1
+    assert len(re.findall(r"  message \w+ \(outbound WhatsApp\): Task 00T\w+ \"WhatsApp sent .+\"", out)) == 1
     assert "serve stopped on SIGTERM (exit 0)." in out
 
 

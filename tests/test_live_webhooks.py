@@ -20,7 +20,7 @@ from conftest import write_settings
 from live_helpers import ServeProcess, wait_for
 from typer.testing import CliRunner
 
-from aircall_sync.aircall.webhooks import CALL_EVENTS
+from aircall_sync.aircall.webhooks import CALL_EVENTS, MESSAGE_EVENTS
 from aircall_sync.cli import app
 from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
 from aircall_sync.sandbox.tls import ensure_tls_files
@@ -29,6 +29,9 @@ from aircall_sync.sandbox.webhook_delivery import DeliveryOptions
 END = datetime(2026, 10, 31, 12, tzinfo=UTC)
 PUBLIC = "https://hooks.example.test/aircall/webhook"
 runner = CliRunner()
+#: What serve needs with the default settings: the call events, and the message events (RULES §7: a target
+#: logs messages unless its [*.messages] log = "none").
+NEEDED = CALL_EVENTS + MESSAGE_EVENTS
 
 
 def config_for(box: Sandbox, tmp: Path, *, public_url: str = PUBLIC, token: str | None = "${AIRCALL_WEBHOOK_TOKEN}",
@@ -62,9 +65,9 @@ def test_install_subscribes_exactly_the_events_serve_needs_and_shows_the_token_o
     result = run(config, "webhooks", "install", "--url", PUBLIC)
     assert result.exit_code == 0, result.output
     [hook] = ours(box)
-    assert set(hook.events) == set(CALL_EVENTS) and len(hook.events) == len(CALL_EVENTS)
+    assert set(hook.events) == set(NEEDED) and len(hook.events) == len(NEEDED) == 15
     assert hook.active
-    assert f"Created webhook {hook.webhook_id} for {PUBLIC} (9 events: " in result.stdout
+    assert f"Created webhook {hook.webhook_id} for {PUBLIC} (15 events: " in result.stdout
     assert f"  export AIRCALL_WEBHOOK_TOKEN={hook.token}\n" in result.stdout
     assert result.stdout.count(hook.token) == 1
     again = run(config, "webhooks", "install", "--url", PUBLIC)
@@ -82,6 +85,19 @@ def test_install_refuses_a_url_aircall_would_not_call(box, tmp_path):
     assert box.aircall_webhooks.all() == []
 
 
+def test_no_message_events_when_no_target_logs_messages(box, tmp_path):
+    """DESIGN §10: the message events are subscribed only when a target logs messages (RULES §7, R-MSG-3)."""
+    settings = box.settings(tmp_path / "state.sqlite3")
+    settings["aircall"]["requests_per_minute"] = 60000
+    settings["salesforce"]["messages"] = {"log": "none"}
+    settings["live"] = {"public_url": PUBLIC, "webhook_token": "${AIRCALL_WEBHOOK_TOKEN}"}
+    config = write_settings(tmp_path / "settings.toml", settings)
+    result = run(config, "webhooks", "install", "--url", PUBLIC)
+    assert result.exit_code == 0, result.output
+    [hook] = ours(box)
+    assert set(hook.events) == set(CALL_EVENTS) and len(hook.events) == 9
+
+
 def test_list_shows_every_webhook_and_marks_ours_never_a_token(box, tmp_path):
     config = config_for(box, tmp_path)
     assert run(config, "webhooks", "install", "--url", PUBLIC).exit_code == 0
@@ -91,7 +107,7 @@ def test_list_shows_every_webhook_and_marks_ours_never_a_token(box, tmp_path):
     lines = result.stdout.splitlines()
     assert len(lines) == 2
     [mine] = [line for line in lines if PUBLIC in line]
-    assert mine.endswith("(ours: live.public_url)") and "active" in mine and "9 event(s)" in mine
+    assert mine.endswith("(ours: live.public_url)") and "active" in mine and "15 event(s)" in mine
     assert "ours" not in next(line for line in lines if "other.example.test" in line)
     for hook in box.aircall_webhooks.all():
         assert hook.token not in result.output
@@ -119,7 +135,7 @@ def test_check_includes_the_webhook_when_live_is_configured(box, tmp_path):
     assert run(config, "webhooks", "install", "--url", PUBLIC).exit_code == 0
     result = run(config, "check", env={"AIRCALL_WEBHOOK_TOKEN": ""})
     assert result.exit_code == 2
-    assert "Webhook: " in result.stdout and "is active and subscribed to the 9 events serve needs" in result.stdout
+    assert "Webhook: " in result.stdout and "is active and subscribed to the 15 events serve needs" in result.stdout
     assert "live.webhook_token is not set: serve needs it" in result.stderr
 
 
@@ -157,7 +173,7 @@ def test_serve_enables_a_disabled_webhook_again_with_every_event(box, tmp_path):
         upkeep.look_after_webhook()
         upkeep.write_lock.close()
     [repaired] = ours(box)
-    assert repaired.active and set(repaired.events) == set(CALL_EVENTS)
+    assert repaired.active and set(repaired.events) == set(NEEDED)
     [put] = [r for r in box.aircall_server.requests if r.method == "PUT"]
     assert put.path == f"/v1/webhooks/{hook.webhook_id}"
     status = run(config, "status")
@@ -267,7 +283,7 @@ def test_after_an_outage_serve_enables_its_webhook_again_and_aircall_delivers_wh
             wait_for(lambda: {str(c) for c in placed} <= {t["CallObject"] for t in box.sf_store.records("Task")},
                      30, "the retried deliveries logged")
             again = box.aircall_webhooks.find(hook.webhook_id)
-            assert again.active and set(again.events) == set(CALL_EVENTS)  # exactly what serve needs
+            assert again.active and set(again.events) == set(NEEDED)  # exactly what serve needs
             assert "enabled again" in serve.output
         finally:
             assert serve.stop() == 0

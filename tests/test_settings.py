@@ -187,6 +187,13 @@ DEFAULTS = [
     ("front.subjects.inbound_answered", "Inbound call"),
     ("front.subjects.missed", "Missed call"),
     ("front.subjects.voicemail", "Voicemail"),
+    # messages, RULES §7 (R-MSG-3, R-MSG-4)
+    ("sync.log_messages", "always"),
+    ("salesforce.messages.log", "all"),
+    ("salesforce.messages.task_type", ""),
+    ("salesforce.messages.subjects.outbound", "{channel} sent from {user_name} via {number_name} to {record_name}"),
+    ("salesforce.messages.subjects.inbound", "{channel} received from {record_name} to {number_name}"),
+    ("front.messages.log", "all"),
     # live mode (DESIGN §10)
     ("live.host", "127.0.0.1"),
     ("live.port", 8080),

@@ -257,12 +257,49 @@ def test_a_schema_1_file_gains_the_live_inbox_and_keeps_its_records(path: Path, 
         s.set_watermark(datetime(2026, 1, 2, tzinfo=UTC))
     monkeypatch.undo()
     with State.open(path) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == len(state_mod.MIGRATIONS)
         assert s.get_record(7, "salesforce").crm_ids == {"Task": "00T7"}
         assert s.get_watermark() == datetime(2026, 1, 2, tzinfo=UTC)
         with s.sql(write=False) as conn:
             assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
             assert conn.execute("SELECT count(*) FROM live_objects").fetchone()[0] == 0
+
+
+def test_a_schema_2_file_gains_the_message_table_and_keeps_its_data(path: Path, monkeypatch) -> None:
+    """Issue 13 (R-MSG-1): schema 3 adds the message key -> message id table; records, failures and the
+    inbox of a schema-2 file are kept."""
+    from aircall_sync.aircall.messages import message_key
+
+    monkeypatch.setattr(state_mod, "MIGRATIONS", state_mod.MIGRATIONS[:2])
+    with State.open(path) as s:
+        assert s.schema_version == 2
+        s.mark_written([(7, "salesforce", {"Task": "00T7"}, "h7")])
+        s.record_failure(8, "front", "message", "HTTP_400", "bad", None)
+        with s.sql(write=True) as conn:
+            conn.execute("INSERT INTO events (dedupe, event, kind, object_id, event_ms, received_at, body) "
+                         "VALUES ('d', 'message.sent', 'message', 'SM1', 1, '2026-01-01T00:00:00.000000Z', '{}')")
+    monkeypatch.undo()
+    with State.open(path) as s:
+        assert s.schema_version == 3
+        assert s.get_record(7, "salesforce").crm_ids == {"Task": "00T7"}
+        assert [(f.call_id, f.label) for f in s.failures()] == [(8, "call 8")]
+        with s.sql(write=False) as conn:
+            assert conn.execute("SELECT object_id FROM events").fetchall() == [("SM1",)]
+        key = message_key("SM1")
+        s.remember_messages([(key, "SM1", None)])
+        s.record_failure(key, "salesforce", "Task", "FIELD_CUSTOM_VALIDATION_EXCEPTION", "no", None)
+        assert s.message_ids([key, 7]) == {key: "SM1"}
+        assert [f.label for f in s.failures()][0] == "message SM1"
+
+
+def test_message_keys_are_negative_stable_and_distinct() -> None:
+    """R-MSG-1: a message's state key never collides with a call id (positive) and never changes."""
+    from aircall_sync.aircall.messages import message_key
+
+    keys = {message_key(f"SM{i}") for i in range(5000)}
+    assert len(keys) == 5000 and all(-(2**63) <= k < 0 for k in keys)
+    assert message_key("abcdSMc6Dc8ea2bc71ab19102c3de4f60ba18aa") == message_key("abcdSMc6Dc8ea2bc71ab19102c3de4f60ba18aa")
+    assert message_key("1") != message_key("2")
 
 
 def test_statement_splitter_keeps_semicolons_in_strings_and_triggers() -> None:

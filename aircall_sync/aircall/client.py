@@ -197,6 +197,10 @@ class AircallClient:
         params = {"fetch_contact": "true", **({"fetch_short_urls": "true"} if self.fetch_short_urls else {})}
         return self._get(f"/calls/{int(call_id)}", params).get("call") or {}
 
+    def get_number(self, number_id: int) -> dict:
+        """``GET /v1/numbers/:id``: an Aircall number (its ``name`` titles message Tasks, R-MSG-4)."""
+        return self._get(f"/numbers/{int(number_id)}").get("number") or {}
+
     def _page(self, window: Window, page: int, per_page: int = PER_PAGE) -> dict:
         if page * per_page > MAX_ITEMS:  # §3: Aircall would answer 400
             raise ServiceError(f"refusing to ask Aircall for page {page}: beyond its 10,000-item cap")

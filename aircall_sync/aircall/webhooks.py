@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from aircall_sync.aircall.client import AircallApiError, AircallClient
 from aircall_sync.errors import ServiceError
 
-__all__ = ["AircallApiError", "CALL_EVENTS", "Webhook", "WebhookCheck", "check", "create", "find_ours", "list_webhooks",
-           "needed_events", "remove", "repair"]
+__all__ = ["AircallApiError", "CALL_EVENTS", "MESSAGE_EVENTS", "Webhook", "WebhookCheck", "check", "create", "find_ours", "list_webhooks",
+           "logs_messages", "needed_events", "remove", "repair"]
 
 # DESIGN §10: what serve needs to log a call and what changes on it after it ends.
 CALL_EVENTS = (
@@ -40,12 +40,28 @@ CALL_EVENTS = (
     "call.comm_assets_generated",
 )
 
+# RULES §7: messages reach the tool only as these events (reference aircall-live.md §1.2, §2).
+MESSAGE_EVENTS = (
+    "message.sent",
+    "message.received",
+    "message.status_updated",
+    "group_message.sent",
+    "group_message.received",
+    "group_message.status_updated",
+)
+
 CUSTOM_NAME = "aircall-sync"
 
 
+def logs_messages(settings) -> bool:
+    """Whether an enabled target logs messages (``[salesforce.messages]`` / ``[front.messages]`` ``log``)."""
+    return any(getattr(settings, target).messages.log != "none" for target in settings.enabled_targets())
+
+
 def needed_events(settings) -> tuple[str, ...]:
-    """The events ``serve`` needs with these settings, in a stable order."""
-    return CALL_EVENTS
+    """The events ``serve`` needs with these settings, in a stable order: the call events, and the message
+    events when a target logs messages (DESIGN §10)."""
+    return CALL_EVENTS + (MESSAGE_EVENTS if logs_messages(settings) else ())
 
 
 @dataclass(frozen=True)

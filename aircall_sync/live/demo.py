@@ -56,8 +56,10 @@ def run_live_demo(out: IO[str], *, seed: int = 1, mode: str = "task", calls: int
     with tempfile.TemporaryDirectory(prefix="aircall-sync-demo-live-") as tmp, \
             Sandbox(SandboxOptions(calls=calls, seed=seed, days=2, live=True, time_scale=TIME_SCALE,
                                    webhook_delivery=delivery, front=False)) as box:
+        from aircall_sync.sandbox.aircall_webhooks import CALL_EVENTS, MESSAGE_EVENTS
+
         port = _free_port(box.options.host)
-        receiver = box.register_receiver(port)
+        receiver = box.register_receiver(port, events=CALL_EVENTS + MESSAGE_EVENTS)
         config = Path(tmp) / "settings.toml"
         config.write_text(box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode, live=receiver), "utf-8")
         say(f"{BANNER}.\nAircall's webhook points at {receiver['public_url']}; starting `aircall-sync serve` there.")
@@ -70,6 +72,8 @@ def run_live_demo(out: IO[str], *, seed: int = 1, mode: str = "task", calls: int
             say(f"serve is ready. Placing {len(DEMO_CALLS)} calls, one of each kind; each line comes when its "
                 f"record is in the sandbox org.\n")
             first = _place_and_watch(box, say, mode)
+            say("\nMessages exist only as webhook events (Aircall's API lists none): two are sent now.")
+            _send_and_watch_messages(box, say)
             box.wait_idle(timeout=60, finalize=False)  # the tags, comments and recordings that come later
             _wait_drained(f"http://{box.options.host}:{port}/readyz")
             _summary(box, say, mode, first)
@@ -153,6 +157,32 @@ def _place_and_watch(box, say, mode: str) -> dict[int, str]:
     return shown
 
 
+def _send_and_watch_messages(box, say) -> None:
+    """An inbound SMS and an outbound WhatsApp message; each printed when its Task is in the org (RULES §7)."""
+    now = box.live_clock.now()
+    sent = {
+        box.traffic.message("inbound", at=now, external_number="pool",
+                            body="Hi, can I move my delivery to Friday?"): ("inbound SMS", time.monotonic()),
+        box.traffic.message("outbound", at=now, channel="whatsapp", names_user=True,
+                            body="Friday works, see you then!"): ("outbound WhatsApp", time.monotonic()),
+    }
+    shown: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(shown) < len(sent) and time.monotonic() < deadline:
+        tasks = {str(t.get("CallObject")): t for t in box.sf_store.records("Task")}
+        for message_id, (label, at) in sent.items():
+            task = tasks.get(f"message:{message_id}")
+            if message_id in shown or task is None:
+                continue
+            shown.add(message_id)
+            say(f"  message {message_id} ({label}): Task {task['Id']} \"{task.get('Subject')}\", "
+                f"{time.monotonic() - at:.1f} s after it was sent")
+        time.sleep(0.05)
+    for message_id in sent:
+        if message_id not in shown:
+            say(f"  message {message_id}: not logged within a minute (see `aircall-sync status`)")
+
+
 def _describe(record: dict) -> str:
     return record.get("Subject") or f"{record.get('CallType')} {record.get('FromPhoneNumber')}"
 
@@ -162,7 +192,8 @@ def _summary(box, say, mode: str, first: dict[int, str]) -> None:
     counters = box.webhook_delivery.counters
     record_of = "VoiceCall" if mode == "voice" else "Task"
     key = "VendorCallKey" if mode == "voice" else "CallObject"
-    records = {str(r.get(key)): r for r in box.sf_store.records(record_of)}
+    records = {str(r.get(key)): r for r in box.sf_store.records(record_of)
+               if not str(r.get(key)).startswith("message:")}  # messages' Tasks are counted apart
     later = [(call_id, _describe(records[str(call_id)])) for call_id in first
              if str(call_id) in records and _describe(records[str(call_id)]) != first[call_id]]
     if later:

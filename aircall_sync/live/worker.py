@@ -14,6 +14,12 @@ stops for the batch (runner's per-target stop): the batch's events wait and
 are tried again with backoff capped at 60 s, while the receiver keeps
 answering 200. A call written already costs nothing when tried again (its
 fingerprint is unchanged).
+
+Messages (RULES §7) go through the same runner, in the same batch as the
+calls, in the order their first event arrived: a message is rebuilt from all
+its stored events (``live.messages``), so any event carrying it logs it, and a
+duplicate or a late older snapshot rebuilds the same message, whose unchanged
+fingerprint costs no request. Their events stay in the inbox (``replay``).
 """
 
 from __future__ import annotations
@@ -28,9 +34,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aircall_sync import rules
+from aircall_sync.aircall.messages import MessageParseError
 from aircall_sync.aircall.models import Call, CallParseError
 from aircall_sync.errors import stop_message
 from aircall_sync.live.inbox import Event, Inbox
+from aircall_sync.live.messages import NumberNames, message_from_events
+from aircall_sync.message_rules import assess_message
 from aircall_sync.locks import WriteLock
 from aircall_sync.runner import Runner
 from aircall_sync.state import State
@@ -55,6 +64,7 @@ def backoff(attempts: int, rng: random.Random | None = None) -> float:
 class BatchResult:
     events: int = 0
     calls: int = 0
+    messages: int = 0
     written: int = 0
     stale: int = 0  # events whose snapshot was older than one already applied
     retried: int = 0
@@ -82,6 +92,8 @@ class Worker:
         self._last_prune = datetime.min.replace(tzinfo=UTC)
         self.batches = 0
         self.last_error: str | None = None
+        #: Aircall numbers' names, read once per number and process (R-MSG-4).
+        self.number_names = NumberNames(client)
 
     # ------------------------------------------------------------ the thread
 
@@ -168,20 +180,45 @@ class Worker:
         if not events:
             return result
         calls: dict[str, list[Event]] = {}
+        messages: dict[str, list[Event]] = {}
         for event in events:
             if event.kind == "call":
                 calls.setdefault(event.object_id, []).append(event)
-        # Messages and AI insights are stored for what comes next (RULES §7, §8); every other event is
-        # acknowledged and kept, with nothing to write.
-        self.inbox.done(e.seq for e in events if e.kind != "call")
-        if calls:
-            self._calls(calls, now, result)
+            elif event.kind == "message":
+                messages.setdefault(event.object_id, []).append(event)
+        # AI insights are stored for what comes next (RULES §8); every other event is acknowledged and
+        # kept, with nothing to write.
+        self.inbox.done(e.seq for e in events if e.kind not in ("call", "message"))
+        if calls or messages:
+            self._calls(calls, now, result, messages)
         self.batches += 1
         if self.on_batch is not None:
             self.on_batch(result)
         return result
 
-    def _calls(self, calls: dict[str, list[Event]], now: datetime, result: BatchResult) -> None:
+    def _messages(self, messages: dict[str, list[Event]], result: BatchResult) -> dict[str, tuple]:
+        """Per message id: (its arrival order, its assessment, the newest event), rebuilt from every stored
+        event of the message (R-MSG-1); one that cannot be read is marked done with the reason."""
+        out: dict[str, tuple] = {}
+        for message_id, events in messages.items():
+            stored = self.inbox.events_of("message", message_id) or events
+            try:
+                message = message_from_events(stored)
+            except MessageParseError as exc:
+                log.warning("message %s: its events cannot be read (%s)", message_id, exc)
+                self.inbox.done((e.seq for e in events), error=f"cannot be read: {exc}")
+                continue
+            assessment = assess_message(message, self.settings, number_names=self.number_names)
+            out[message_id] = (min(e.seq for e in stored), assessment, max(stored, key=lambda e: e.order))
+        if out:
+            self.state.remember_messages([(a.key, a.message_id, a.message.created_at) for _, a, _ in out.values()])
+        result.messages = len(out)
+        return out
+
+    def _calls(self, calls: dict[str, list[Event]], now: datetime, result: BatchResult,
+               messages: dict[str, list[Event]] | None = None) -> None:
+        messages = messages or {}
+        in_hand = self._messages(messages, result)
         applied = self.inbox.applied("call", calls)
         newest: dict[str, Event] = {}
         for call_id, events in calls.items():
@@ -200,47 +237,57 @@ class Worker:
                             event.event, exc)
                 self.inbox.done((e.seq for e in calls[call_id]), error=f"cannot be read: {exc}")
                 newest.pop(call_id)
-        if not newest:
+        if not newest and not in_hand:
             return
         order = self.inbox.first_finished(newest)
-        ids = sorted(newest, key=lambda c: (order.get(c, newest[c].seq), newest[c].seq))
+        # Calls in the order their first finished snapshot arrived, messages in the order their first event
+        # did, together (DESIGN §10).
+        keyed = [((order.get(c, newest[c].seq), newest[c].seq), "call", c) for c in newest]
+        keyed += [((first, first), "message", m) for m, (first, _a, _e) in in_hand.items()]
+        keyed.sort()
+        ids = [c for _, kind, c in keyed if kind == "call"]
         # R-CALL-5 with no lag: a finished snapshot is logged at once (an ended_at a little ahead of our
         # clock still counts as ended).
-        assessments = [rules.assess(parsed[c], self.settings, max(now, parsed[c].ended_at or now),
-                                    lag=timedelta(0)) for c in ids]
+        items = [rules.assess(parsed[c], self.settings, max(now, parsed[c].ended_at or now), lag=timedelta(0))
+                 if kind == "call" else in_hand[c][1] for _, kind, c in keyed]
         result.calls = len(ids)
-        seqs = [e.seq for c in ids for e in calls[c]]
+        groups = {**{("call", c): calls[c] for c in ids}, **{("message", m): messages[m] for m in in_hand}}
+        seqs = [e.seq for events in groups.values() for e in events]
         runner = Runner(self.settings, "serve", targets=self.targets, state=self.state, client=self.client,
                         now=now, write_lock=self.write_lock)
         try:
-            summary = runner.process(assessments)
+            summary = runner.process(items)
         except Exception as exc:  # noqa: BLE001 - nothing is dropped: the batch waits and is tried again
-            self._retry(calls, ids, stop_message(exc), result)
+            self._retry(groups, stop_message(exc), result)
             log.debug("live batch failed", exc_info=True)
             return
         for key, count in summary.outcomes.items():
             result.outcomes[key] = result.outcomes.get(key, 0) + count
         result.written = sum(n for (_t, outcome), n in summary.outcomes.items() if outcome in ("created", "updated"))
         if runner.stopped:
-            self._retry(calls, ids, "; ".join(f"{name} stopped: {stop_message(e)}"
-                                              for name, e in runner.stopped.items()), result)
+            self._retry(groups, "; ".join(f"{name} stopped: {stop_message(e)}"
+                                          for name, e in runner.stopped.items()), result)
             return
         self.inbox.mark_applied("call", {c: newest[c].order for c in ids})
+        self.inbox.mark_applied("message", {m: newest_event.order for m, (_f, _a, newest_event) in in_hand.items()})
         self.inbox.done(seqs)
         written_at = datetime.now(UTC)
+        delivered = [newest[c].received_at for c in ids] + [max(e.received_at for e in messages[m]) for m in in_hand]
         if self.metrics is not None:
-            self.metrics.batch(summary, [newest[c].received_at for c in ids], written_at)
-        slowest = max((written_at - newest[c].received_at).total_seconds() for c in ids)
+            self.metrics.batch(summary, delivered, written_at)
+        slowest = max((written_at - moment).total_seconds() for moment in delivered)
         counts = "; ".join(f"{t} {o} {n}" for (t, o), n in sorted(summary.outcomes.items())) or "nothing to log"
-        log.info("live: %d call(s), %d event(s): %s (%.1f s after the delivery at most)", len(ids), len(seqs),
-                 counts, slowest)
+        what = f"{len(ids)} call(s)" + (f", {len(in_hand)} message(s)" if in_hand else "")
+        log.info("live: %s, %d event(s): %s (%.1f s after the delivery at most)", what, len(seqs), counts, slowest)
 
-    def _retry(self, calls: dict[str, list[Event]], ids: list[str], error: str, result: BatchResult) -> None:
-        attempts = max(e.attempts for c in ids for e in calls[c]) + 1
+    def _retry(self, groups: dict[tuple[str, str], list[Event]], error: str, result: BatchResult) -> None:
+        events = [e for group in groups.values() for e in group]
+        attempts = max(e.attempts for e in events) + 1
         at = datetime.now(UTC) + timedelta(seconds=backoff(attempts))
-        self.inbox.retry([e.seq for c in ids for e in calls[c]], error, at)
-        result.retried = sum(len(calls[c]) for c in ids)
+        self.inbox.retry([e.seq for e in events], error, at)
+        result.retried = len(events)
         result.error = error
         self.last_error = error
-        log.warning("live: %d call(s) wait and are tried again at %s: %s", len(ids),
-                    at.strftime("%H:%M:%S"), error)
+        calls = sum(1 for kind, _ in groups if kind == "call")
+        log.warning("live: %d call(s) and %d message(s) wait and are tried again at %s: %s", calls,
+                    len(groups) - calls, at.strftime("%H:%M:%S"), error)

@@ -31,10 +31,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aircall_sync import rules
+from aircall_sync import message_rules, rules
 from aircall_sync.aircall.models import Call, Comment
 from aircall_sync.errors import OrgMismatchError
 from aircall_sync.plan import Action, Change, Outcome
+from aircall_sync.message_rules import MessageAssessment
 from aircall_sync.rules import Assessment, Kind
 from aircall_sync.targets.front_client import FrontClient, FrontError, conversation_id_of
 
@@ -142,6 +143,73 @@ def import_body(call: Call, a: Assessment, activity: Activity, *, subject_text: 
     return body
 
 
+# ---------------------------------------------------------------- messages (R-MSG-5)
+
+
+MESSAGE_PART = "message"
+
+
+def message_external_id(message_id: str) -> str:
+    """R-MSG-5: the import's ``external_id``, so a message is imported once however often it arrives."""
+    return f"aircall-message-{message_id}"
+
+
+def message_subject(a: MessageAssessment) -> str:
+    """The subject of a conversation a message opens (R-FRONT-3 is silent on messages; **decision**:
+    ``SMS - {number_name}``, or ``WhatsApp - …``, the words Aircall's apps use in every locale)."""
+    word = "WhatsApp" if a.message.whatsapp else "SMS"
+    return f"{word} - {a.number_name}" if a.number_name else word
+
+
+def message_text(a: MessageAssessment) -> str:
+    """R-MSG-5 body: the message text; an MMS without text shows its attachments instead (Front needs a body)."""
+    message = a.message
+    if message.body.strip():
+        return message.body
+    if message.attachments:
+        return "\n".join(f"Attachment: {url}" for url in message.attachments)
+    return "(empty message)"
+
+
+def message_import_body(a: MessageAssessment, *, subject_text: str, teammate_id: str | None) -> dict[str, Any]:
+    """R-MSG-5: ``POST /inboxes/{id}/imported_messages`` for a message, as a call's activity is imported:
+    ``type: "sms"``, inbound or outbound by its direction, the text, ``external_id`` ``aircall-message-{id}``."""
+    message = a.message
+    customer = a.external.e164
+    line = message_rules.line_e164(message) or customer
+    inbound = message.direction != "outbound"
+    sender: dict[str, Any] = {"handle": customer if inbound else line}
+    name = (message.contact.full_name if message.contact else None) if inbound else (
+        message.user.name if message.user else None)
+    if name:
+        sender["name"] = name
+    if not inbound and teammate_id:
+        sender["author_id"] = teammate_id
+    return {
+        "sender": sender,
+        "to": [line if inbound else customer],
+        "subject": subject_text,
+        "body": message_text(a),
+        "external_id": message_external_id(message.id),
+        "created_at": int(message.created_at.timestamp()),
+        "type": "sms",
+        "metadata": {"is_inbound": inbound, "is_archived": False, "should_skip_rules": False},
+    }
+
+
+def message_fingerprint(a: MessageAssessment, settings) -> str:
+    """What the import of a message depends on; its status does not matter in Front (R-MSG-6)."""
+    m = a.message
+    payload = [m.id, m.direction, int(m.created_at.timestamp()), m.body, list(m.attachments), m.channel,
+               m.customer_digits, a.number_name, settings.derived(_message_settings)]
+    return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()[:32]
+
+
+def _message_settings(settings) -> str:
+    f = settings.front
+    return repr((f.inbox, f.messages, settings.sync.log_messages, settings.sync.business_hours))
+
+
 def comment_body(comment: Comment) -> str:
     return comment.content
 
@@ -167,7 +235,7 @@ def _shaping_settings(settings) -> str:
 
 @dataclass
 class FrontItem:
-    assessment: Assessment
+    assessment: Assessment | MessageAssessment  # a call, or a message (RULES §7: ``.call`` is None)
     fingerprint: str
     imports: list[Activity] = field(default_factory=list)
     comments: list[Comment] = field(default_factory=list)
@@ -184,7 +252,8 @@ class FrontBatch:
         for item in self.items:
             if item.outcome is not None:
                 action = Action.SKIP if item.outcome.outcome == "skipped" else Action.NOOP
-                out.append(Change(item.assessment.call.id, TARGET, "message", action, reason=item.outcome.reason))
+                out.append(Change(item.assessment.key, TARGET, "message", action, reason=item.outcome.reason,
+                                  message_id=item.assessment.message_id))
         return out
 
 
@@ -233,20 +302,30 @@ class FrontTarget:
 
     # ------------------------------------------------------------ plan
 
-    def plan(self, items: Sequence[Assessment], *, only_changed: bool = True) -> FrontBatch:
-        ids = [a.call.id for a in items]
+    def plan(self, items: Sequence[Assessment | MessageAssessment], *, only_changed: bool = True) -> FrontBatch:
+        ids = [a.key for a in items]
         known = self.state.get_records(ids, TARGET)
         posted = self.state.get_posted(ids, TARGET)
         out: list[FrontItem] = []
         for a in items:
-            item = FrontItem(a, fingerprint(a.call, self.settings))
+            print_ = message_fingerprint(a, self.settings) if a.call is None else fingerprint(a.call, self.settings)
+            item = FrontItem(a, print_)
             decision = a.decisions[TARGET]
-            record = known.get(a.call.id)
+            record = known.get(a.key)
             if decision.skipped:
-                item.outcome = Outcome(a.call.id, TARGET, "skipped", reason=decision.reason)
+                item.outcome = Outcome(a.key, TARGET, "skipped", reason=decision.reason, message_id=a.message_id)
             elif only_changed and record is not None and record.is_written and record.hash == item.fingerprint:
-                item.outcome = Outcome(a.call.id, TARGET, "unchanged", records=dict(record.crm_ids),
-                                       fingerprint=item.fingerprint)
+                item.outcome = Outcome(a.key, TARGET, "unchanged", records=dict(record.crm_ids),
+                                       fingerprint=item.fingerprint, message_id=a.message_id)
+            elif a.call is None:
+                # R-MSG-5: one import per message, posted once (a later status changes nothing in Front).
+                if f"activity:{MESSAGE_PART}" not in posted.get(a.key, set()):
+                    item.imports = [Activity(MESSAGE_PART, message_external_id(a.message.id), message_text(a),
+                                             (MESSAGE_PART,))]
+                else:
+                    item.outcome = Outcome(a.key, TARGET, "unchanged",
+                                           records=dict(record.crm_ids) if record else {},
+                                           fingerprint=item.fingerprint, message_id=a.message_id)
             else:
                 done = {k.split(":", 1)[1] for k in posted.get(a.call.id, set()) if k.startswith("activity:")}
                 item.imports = activities(a.call, a, self.settings, done)
@@ -271,32 +350,41 @@ class FrontTarget:
                 continue
             a = item.assessment
             e164 = a.external.e164
+            opening_subject = message_subject(a) if a.call is None else subject(a.call, a, self.settings)
             info = seen.get(e164)
             if info is None:
                 info = dict(self.state.cache_get(CACHE, [e164]).get(e164) or {})
                 if not info.get("contact_id"):
                     contact = self.client.get_contact(e164)
                     if contact is None:
-                        changes.append(Change(a.call.id, TARGET, "contact", Action.CREATE,
+                        changes.append(Change(a.key, TARGET, "contact", Action.CREATE,
                                               fields={"handles": [{"source": "phone", "handle": e164}]},
-                                              note="R-FRONT-1: no Front contact has this phone handle"))
+                                              note="R-FRONT-1: no Front contact has this phone handle",
+                                              message_id=a.message_id))
                     else:
                         info["contact_id"] = contact["id"]
                 if not info.get("conversation_id") and not info.get("thread_ref"):
-                    changes.append(Change(a.call.id, TARGET, "conversation", Action.CREATE,
-                                          fields={"inbox": self.front.inbox, "subject": subject(a.call, a, self.settings)},
-                                          note="R-FRONT-2: the contact has no open conversation from aircall-sync"))
-                    info["thread_ref"] = f"aircall-{e164}-{a.call.id}"
+                    changes.append(Change(a.key, TARGET, "conversation", Action.CREATE,
+                                          fields={"inbox": self.front.inbox, "subject": opening_subject},
+                                          note="R-FRONT-2: the contact has no open conversation from aircall-sync",
+                                          message_id=a.message_id))
+                    info["thread_ref"] = _thread_ref(a)
                 else:
                     # Remembered from an earlier run. Whether an agent archived it since is not read
                     # here (up to two GETs per contact in a read-only preview): say so, not "reused".
-                    changes.append(Change(a.call.id, TARGET, "conversation", Action.NOOP,
-                                          record_id=info.get("conversation_id"),
+                    changes.append(Change(a.key, TARGET, "conversation", Action.NOOP,
+                                          record_id=info.get("conversation_id"), message_id=a.message_id,
                                           fields={"subject": info["subject"]} if info.get("subject") else {},
                                           note="R-FRONT-2: remembered from an earlier run; the run reads its "
                                                "status first and, if it was archived or deleted, opens a new "
                                                "conversation whose subject comes from this call"))
                 seen[e164] = info
+            if a.call is None:
+                for activity in item.imports:
+                    body = message_import_body(a, subject_text=opening_subject, teammate_id=self._message_teammate(a))
+                    changes.append(Change(a.key, TARGET, "message", Action.CREATE, fields=body,
+                                          note="R-MSG-5: the message", message_id=a.message_id))
+                continue
             teammate = self._teammate(a.call)
             for activity in item.imports:
                 body = import_body(a.call, a, activity, subject_text=subject(a.call, a, self.settings),
@@ -319,20 +407,21 @@ class FrontTarget:
             if item.outcome is not None:
                 outcomes.append(item.outcome)
                 continue
-            call = item.assessment.call
+            a = item.assessment
             try:
-                records = self._log_call(item)
+                records = self._log_message(item) if a.call is None else self._log_call(item)
             except FrontError as exc:
-                outcomes.append(Outcome(call.id, TARGET, "failed", error={"code": f"HTTP_{exc.status}",
-                                                                          "message": str(exc)},
-                                        fingerprint=item.fingerprint))
+                outcomes.append(Outcome(a.key, TARGET, "failed", error={"code": f"HTTP_{exc.status}",
+                                                                        "message": str(exc)},
+                                        fingerprint=item.fingerprint, message_id=a.message_id))
                 continue
             except Exception as exc:
                 # A run-stopping error (a revoked token, Front out of reach) ends Front for the run. The
                 # calls logged before it go with it, to be recorded: Front does not deduplicate comments.
                 exc.outcomes = outcomes  # type: ignore[attr-defined]
                 raise
-            outcomes.append(Outcome(call.id, TARGET, "created", records=records, fingerprint=item.fingerprint))
+            outcomes.append(Outcome(a.key, TARGET, "created", records=records, fingerprint=item.fingerprint,
+                                    message_id=a.message_id))
         return outcomes
 
     def _thread(self, item: FrontItem) -> dict:
@@ -343,7 +432,8 @@ class FrontTarget:
         if info is None:
             info = dict(self.state.cache_get(CACHE, [e164]).get(e164) or {})
             if not info.get("contact_id"):
-                name = a.call.contact.full_name if a.call.contact else None
+                contact = a.call.contact if a.call is not None else a.message.contact
+                name = contact.full_name if contact else None
                 status, contact = self.client.create_contact(e164, name)
                 if status == 409:  # the handle has a contact already (§2): find it and its conversations
                     contact = contact or self.client.get_contact(e164)
@@ -356,7 +446,7 @@ class FrontTarget:
             self._threads[e164] = info
         self._ensure_open(info)
         if not info.get("conversation_id") and not info.get("thread_ref"):
-            info["thread_ref"] = f"aircall-{e164}-{a.call.id}"
+            info["thread_ref"] = _thread_ref(a)
         return info
 
     def _open_conversation(self, contact_id: str) -> dict:
@@ -414,6 +504,32 @@ class FrontTarget:
         elif conversation.get("id") and conversation["id"] != conversation_id:
             info["conversation_id"] = conversation["id"]  # merged: the one it lives in now
             self._checked.add(conversation["id"])  # its status was just read through the 301
+
+    def _message_teammate(self, a: MessageAssessment) -> str | None:
+        user = a.message.user
+        return self.teammates.get((user.email or "").lower()) if user and user.email else None
+
+    def _log_message(self, item: FrontItem) -> dict[str, str]:
+        """R-MSG-5: the message imported into the contact's open conversation (R-FRONT-1, R-FRONT-2)."""
+        a = item.assessment
+        info = self._thread(item)
+        info.setdefault("subject", message_subject(a))  # the subject is fixed by what opened the conversation
+        for activity in item.imports:
+            body = message_import_body(a, subject_text=info["subject"], teammate_id=self._message_teammate(a))
+            if info.get("conversation_id"):
+                body["conversation_id"] = info["conversation_id"]
+            else:
+                body["metadata"]["thread_ref"] = info["thread_ref"]
+            uid = self.client.import_message(self.inbox_id, body)
+            if not info.get("conversation_id") and uid and not info.get("uid"):
+                info["uid"] = uid
+                info["this_run"] = True
+                self._opened.add(uid)
+            self._posted.extend((a.key, TARGET, f"activity:{p}") for p in activity.parts)
+        records = {"contact": info["contact_id"]}
+        if info.get("conversation_id"):
+            records["conversation"] = info["conversation_id"]
+        return records
 
     def _log_call(self, item: FrontItem) -> dict[str, str]:
         a = item.assessment
@@ -477,6 +593,12 @@ class FrontTarget:
             self.state.cache_put(CACHE, keep)
         for info in self._threads.values():
             info.pop("this_run", None)
+
+
+def _thread_ref(a: Assessment | MessageAssessment) -> str:
+    """The ``thread_ref`` of the import that opens a contact's conversation (unique per opening item)."""
+    ref = f"message-{a.message.id}" if a.call is None else str(a.call.id)
+    return f"aircall-{a.external.e164}-{ref}"
 
 
 def check_front(settings, client: FrontClient) -> tuple[list[str], list[str]]:

@@ -25,6 +25,7 @@ from aircall_sync import rules
 from aircall_sync.aircall.models import Call
 from aircall_sync.errors import OrgMismatchError
 from aircall_sync.plan import Action, Change, Outcome, diff
+from aircall_sync.message_rules import MessageAssessment
 from aircall_sync.rules import Assessment, ExternalNumber
 from aircall_sync.targets import salesforce_match as matching
 from aircall_sync.targets.salesforce import (
@@ -33,6 +34,13 @@ from aircall_sync.targets.salesforce import (
     SalesforceOrg,
     SaveResult,
     soql_in,
+)
+from aircall_sync.targets.salesforce_message import (
+    KEY_PREFIX,
+    build_message_task,
+    message_fingerprint,
+    message_owner,
+    message_subject,
 )
 from aircall_sync.targets.salesforce_task import (
     CREATE_ONLY_FIELDS,
@@ -53,13 +61,24 @@ NEW = "new:"  # placeholder ids of records this plan creates, replaced when they
 
 @dataclass
 class CallPlan:
-    assessment: Assessment
+    """The plan of one item: a call, or a message (RULES §7: ``assessment.call`` is then None)."""
+
+    assessment: Assessment | MessageAssessment
     fingerprint: str
     task: Change | None = None  # None: skipped or unchanged
     writes: list[Change] = field(default_factory=list)  # every write of the call, in order (voice: two)
     outcome: Outcome | None = None  # decided at plan time (skip / unchanged)
     depends_on: list[str] = field(default_factory=list)  # placeholder ids the Task needs
     extra_records: dict[str, str] = field(default_factory=dict)  # e.g. the matched record
+
+    @property
+    def key(self) -> int:
+        """The call id, or a message's state key (negative)."""
+        return self.assessment.key
+
+    @property
+    def message_id(self) -> str | None:
+        return self.assessment.message_id
 
 
 @dataclass
@@ -81,8 +100,8 @@ class Batch:
                 out.append(plan.task)
             elif plan.outcome is not None:
                 action = Action.SKIP if plan.outcome.outcome == "skipped" else Action.NOOP
-                out.append(Change(plan.assessment.call.id, TARGET, "Task", action, reason=plan.outcome.reason,
-                                  record_id=plan.outcome.records.get("Task")))
+                out.append(Change(plan.key, TARGET, "Task", action, reason=plan.outcome.reason,
+                                  record_id=plan.outcome.records.get("Task"), message_id=plan.message_id))
         return out
 
 
@@ -125,6 +144,9 @@ def _person(user) -> list | None:
 class SalesforceTaskTarget:
     name = TARGET
     primary = "Task"  # the record whose id says a call is written
+    #: R-SF-OWNER (owner, reassignment) applies to calls' Tasks; voice mode's call records keep the
+    #: integration user. Messages are Tasks in both modes, so it always applies to them.
+    owner_rules_for_calls = True
 
     def __init__(self, settings, org: SalesforceOrg, state):
         self.settings = settings
@@ -179,19 +201,21 @@ class SalesforceTaskTarget:
 
     # ------------------------------------------------------------ plan
 
-    def plan(self, items: Sequence[Assessment], *, only_changed: bool = True) -> Batch:
-        known = self.state.get_records([a.call.id for a in items], TARGET)
+    def plan(self, items: Sequence[Assessment | MessageAssessment], *, only_changed: bool = True) -> Batch:
+        """Plan a chunk of calls and messages (RULES §7) together: one round of lookups for both."""
+        known = self.state.get_records([a.key for a in items], TARGET)
         plans: list[CallPlan] = []
         todo: list[CallPlan] = []
         for a in items:
-            plan = CallPlan(a, fingerprint(a.call, self.settings))
+            print_ = message_fingerprint(a, self.settings) if a.call is None else fingerprint(a.call, self.settings)
+            plan = CallPlan(a, print_)
             decision = a.decisions[TARGET]
-            record = known.get(a.call.id)
+            record = known.get(a.key)
             if decision.skipped:
-                plan.outcome = Outcome(a.call.id, TARGET, "skipped", reason=decision.reason)
+                plan.outcome = Outcome(a.key, TARGET, "skipped", reason=decision.reason, message_id=a.message_id)
             elif only_changed and record is not None and record.is_written and record.hash == plan.fingerprint:
-                plan.outcome = Outcome(a.call.id, TARGET, "unchanged", records=dict(record.crm_ids),
-                                       fingerprint=plan.fingerprint)
+                plan.outcome = Outcome(a.key, TARGET, "unchanged", records=dict(record.crm_ids),
+                                       fingerprint=plan.fingerprint, message_id=a.message_id)
             else:
                 todo.append(plan)
             plans.append(plan)
@@ -202,14 +226,24 @@ class SalesforceTaskTarget:
         numbers = {p.assessment.external.e164: p.assessment.external for p in todo if p.assessment.external}
         self._resolve(list(numbers.values()))
         self._load_users(todo)
-        existing = self._existing_tasks([p.assessment.call.id for p in todo])
-        contacts = {m.id for p in todo if (m := self._match_for(p.assessment)) and m.object == "Contact"}
-        self._load_links(contacts)
+        existing = self._existing_items(todo)
+        contacts: dict[bool, set[str]] = {True: set(), False: set()}  # is a message -> matched Contacts
+        for p in todo:
+            if (m := self._match_for(p.assessment)) and m.object == "Contact":
+                contacts[p.assessment.call is None].add(m.id)
+        self._load_links(contacts[False], contacts[True])
 
         self._settle_owners(todo, batch)
         for plan in todo:
-            self._plan_call(plan, batch, existing.get(plan.assessment.call.id))
+            plan_item = self._plan_message if plan.assessment.call is None else self._plan_call
+            plan_item(plan, batch, existing.get(plan.key))
         return batch
+
+    def _owner(self, a: Assessment | MessageAssessment, match: Match | None, users) -> Owner:
+        """R-SF-OWNER for a call (its answering agent) or a message (its user)."""
+        if a.call is None:
+            return message_owner(a.message, match, users, self.org.user_id or "", self.sf.matching.fallback_owner_id)
+        return owner(a.call, match, users, self.org.user_id or "", self.sf.matching.fallback_owner_id)
 
     def _settle_owners(self, todo: list[CallPlan], batch: Batch) -> None:
         """R-SF-OWNER moves of this batch, decided before any record is built.
@@ -225,22 +259,29 @@ class SalesforceTaskTarget:
             match = self._match_for(a)
             if match is None and a.external is not None:
                 match = self._plan_new_record(a, batch)
-            if match is None:
+            if match is None or (a.call is not None and not self.owner_rules_for_calls):
                 continue
-            chosen = owner(a.call, match, users, integration, self.sf.matching.fallback_owner_id)
+            chosen = self._owner(a, match, users)
             move = reassignment(match, chosen, integration, self.sf.matching.reassign_integration_owned)
             if move is None:
                 continue
-            record_id, owner_id = move
-            if record_id.startswith(NEW):
-                batch.new_records[record_id].fields.setdefault("OwnerId", owner_id)
-            elif record_id not in batch.reassignments:
-                batch.reassignments[record_id] = Change(
-                    a.call.id, TARGET, match.object if match.object != "PersonAccount" else "Account", Action.UPDATE,
-                    fields={"OwnerId": owner_id}, diff={"OwnerId": (match.owner_id, owner_id)}, record_id=record_id,
-                    note="R-SF-OWNER: the record was owned by the integration user; moved to the answering user",
-                )
-            self._set_owner(a, batch, match, owner_id)
+            self._move_owner(a, batch, match, move)
+
+    def _move_owner(self, a, batch: Batch, match: Match, move: tuple[str, str]) -> None:
+        record_id, owner_id = move
+        if record_id.startswith(NEW):
+            # Created this run: created owned by the answering user (the same end state as
+            # create-then-move, one request fewer).
+            batch.new_records[record_id].fields.setdefault("OwnerId", owner_id)
+        elif record_id not in batch.reassignments:
+            batch.reassignments[record_id] = Change(
+                a.key, TARGET, match.object if match.object != "PersonAccount" else "Account", Action.UPDATE,
+                fields={"OwnerId": owner_id}, diff={"OwnerId": (match.owner_id, owner_id)}, record_id=record_id,
+                note="R-SF-OWNER: the record was owned by the integration user; moved to the answering user",
+                message_id=a.message_id,
+            )
+        # Later items of the same record see its new owner (R-SF-OWNER rule 2).
+        self._set_owner(a, batch, match, owner_id)
 
     def _match_for(self, a: Assessment) -> Match | None:
         return self._matches.get(a.external.e164) if a.external else None
@@ -273,19 +314,7 @@ class SalesforceTaskTarget:
         for warning in draft.warnings:
             self._warn_once(warning)
         if draft.reassign:
-            record_id, owner_id = draft.reassign
-            if record_id.startswith(NEW):
-                # Created this run: created owned by the answering user (the same end state as
-                # create-then-move, one request fewer).
-                batch.new_records[record_id].fields.setdefault("OwnerId", owner_id)
-            elif record_id not in batch.reassignments:
-                batch.reassignments[record_id] = Change(
-                    call.id, TARGET, match.object if match.object != "PersonAccount" else "Account", Action.UPDATE,
-                    fields={"OwnerId": owner_id}, diff={"OwnerId": (match.owner_id, owner_id)}, record_id=record_id,
-                    note="R-SF-OWNER: the record was owned by the integration user; moved to the answering user",
-                )
-            # Later calls of the same record see its new owner (R-SF-OWNER rule 2).
-            self._set_owner(a, batch, match, owner_id)
+            self._move_owner(a, batch, match, draft.reassign)
         fields = dict(draft.fields)
         plan.depends_on = [v for v in fields.values() if isinstance(v, str) and v.startswith(NEW)]
         if match is not None and not match.id.startswith(NEW):
@@ -313,6 +342,45 @@ class SalesforceTaskTarget:
         plan.task = Change(call.id, TARGET, "Task", action, fields=send, diff=changes, record_id=record_id,
                            note=note, warnings=list(draft.warnings))
 
+    def _plan_message(self, plan: CallPlan, batch: Batch, current: Mapping[str, Any] | None) -> None:
+        """R-MSG-4: a message's Task, in modes task and voice, matched, linked and owned as a call's."""
+        a = plan.assessment
+        match, note = self._match_or_new(a, batch)
+        what_id = None
+        if match is not None and match.object == "Contact" and not match.created:
+            what_id = self._links.get(match.id)
+            if what_id is None and self.sf.matching.create_case and self.sf.matching.link_to == "case":
+                what_id = self._plan_case(a, match, batch)
+        users = {k: v for k, v in self._users.items() if v is not None}
+        ctx = TaskContext(match=match, what_id=what_id, users_by_email=users,
+                          integration_user_id=self.org.user_id or "", task_fields=self.task_fields)
+        draft = build_message_task(a, ctx, self.settings)
+        for warning in draft.warnings:
+            self._warn_once(warning)
+        if draft.reassign:
+            self._move_owner(a, batch, match, draft.reassign)
+        fields = dict(draft.fields)
+        plan.depends_on = [v for v in fields.values() if isinstance(v, str) and v.startswith(NEW)]
+        if match is not None and not match.id.startswith(NEW):
+            plan.extra_records[match.object] = match.id
+        if current is None:
+            action, send, changes = diff(fields, None)
+            record_id = None
+        else:
+            compare = {k: v for k, v in fields.items() if k not in CREATE_ONLY_FIELDS}
+            if self.task_fields is None or "Description" in self.task_fields:
+                compare.setdefault("Description", None)  # a body removed is cleared
+            if self._owner(a, match, users).step != 1:
+                compare.pop("OwnerId", None)  # the record's owner when it was logged: not the message's change
+            action, send, changes = diff(compare, current, create_only=CREATE_ONLY_FIELDS)
+            record_id = current["Id"]
+        if action is Action.NOOP:
+            plan.outcome = Outcome(a.key, TARGET, "unchanged", records={"Task": record_id, **plan.extra_records},
+                                   fingerprint=plan.fingerprint, message_id=a.message_id)
+            return
+        plan.task = Change(a.key, TARGET, "Task", action, fields=send, diff=changes, record_id=record_id,
+                           note=note, warnings=list(draft.warnings), message_id=a.message_id)
+
     def _set_owner(self, a: Assessment, batch: Batch, match: Match, owner_id: str) -> None:
         moved = replace(match, owner_id=owner_id)
         if match.id.startswith(NEW):
@@ -334,7 +402,8 @@ class SalesforceTaskTarget:
     def _plan_new_record(self, a: Assessment, batch: Batch) -> Match | None:
         """R-SF-MATCH-4/5: one new record per number, shared by every call of that number."""
         number = a.external
-        spec = matching.new_record(number, a.call.contact, self.sf.matching.unknown_number,
+        contact = a.call.contact if a.call is not None else a.message.contact
+        spec = matching.new_record(number, contact, self.sf.matching.unknown_number,
                                    self.sf.matching.new_lead_company)
         if spec is None:
             return None
@@ -347,7 +416,8 @@ class SalesforceTaskTarget:
             return self._planned[placeholder]
         if placeholder not in batch.new_records:
             batch.new_records[placeholder] = Change(
-                a.call.id, TARGET, spec.sobject, Action.CREATE, fields=spec.fields, record_id=None,
+                a.key, TARGET, spec.sobject, Action.CREATE, fields=spec.fields, record_id=None,
+                message_id=a.message_id,
                 note=f"R-SF-MATCH-4: {number.e164} matches no record (salesforce.matching.unknown_number = "
                      f"\"{self.sf.matching.unknown_number}\")",
             )
@@ -361,12 +431,13 @@ class SalesforceTaskTarget:
     def _plan_case(self, a: Assessment, match: Match, batch: Batch) -> str:
         placeholder = f"{NEW}Case:{match.id}"
         if placeholder not in batch.new_records and placeholder not in self._planned:
-            fields = {"Origin": "Phone", "ContactId": match.id,
-                      "Subject": subject(a.call, a, match, self.sf.task.subjects)}
+            task_subject = (message_subject(a, match, self.sf.messages.subjects) if a.call is None
+                            else subject(a.call, a, match, self.sf.task.subjects))
+            fields = {"Origin": "Phone", "ContactId": match.id, "Subject": task_subject}
             if match.account_id:
                 fields["AccountId"] = match.account_id
             batch.new_records[placeholder] = Change(
-                a.call.id, TARGET, "Case", Action.CREATE, fields=fields,
+                a.key, TARGET, "Case", Action.CREATE, fields=fields, message_id=a.message_id,
                 note="R-SF-MATCH-6: the Contact has no open Case (salesforce.matching.create_case = true)",
             )
         return placeholder
@@ -395,7 +466,8 @@ class SalesforceTaskTarget:
     def _load_users(self, plans: Iterable[CallPlan]) -> None:
         spellings: dict[str, set[str]] = {}
         for plan in plans:
-            agent = rules.answered_by(plan.assessment.call)
+            a = plan.assessment
+            agent = a.message.user if a.call is None else rules.answered_by(a.call)
             if agent and agent.email:
                 spellings.setdefault(agent.email.lower(), set()).add(agent.email)
         wanted = sorted(e for e in spellings if e not in self._users)
@@ -416,9 +488,10 @@ class SalesforceTaskTarget:
             if current is None or (user.active and not current.active):
                 self._users[email] = user
 
-    def _load_links(self, contact_ids: set[str]) -> None:
-        """R-SF-MATCH-6: the most recently modified open Case / Opportunity of each Contact."""
-        wanted = sorted(c for c in contact_ids if c not in self._links)
+    def _load_links(self, contact_ids: set[str], message_contacts: set[str] = frozenset()) -> None:
+        """R-SF-MATCH-6: the most recently modified open Case / Opportunity of each Contact (of calls and
+        messages: one query for both)."""
+        wanted = sorted(c for c in set(contact_ids) | set(message_contacts) if c not in self._links)
         link_to = self.sf.matching.link_to
         if not wanted or link_to == "none":
             return
@@ -438,21 +511,35 @@ class SalesforceTaskTarget:
             if cid in self._links and self._links[cid] is None:
                 self._links[cid] = row.get(value)
 
-    def _existing_tasks(self, call_ids: list[int]) -> dict[int, dict]:
-        """Tasks already carrying these calls' ids (CallObject): the reconciliation of DESIGN §6."""
-        if not call_ids:
+    def _existing_items(self, todo: list[CallPlan]) -> dict[int, dict]:
+        """The records already written for these calls and messages, by key (DESIGN §6)."""
+        call_ids = [p.key for p in todo if p.assessment.call is not None]
+        messages = {p.assessment.message.id: p.key for p in todo if p.assessment.call is None}
+        return self._existing_tasks(call_ids, messages)
+
+    def _existing_tasks(self, call_ids: list[int], messages: Mapping[str, int] | None = None) -> dict[int, dict]:
+        """Tasks already carrying these calls' ids, or ``message:{id}`` (CallObject): the reconciliation of
+        DESIGN §6, in one query for the calls and the messages of a chunk. ``messages``: id -> key."""
+        messages = messages or {}
+        values = [str(i) for i in call_ids] + [KEY_PREFIX + m for m in messages]
+        if not values:
             return {}
         fields = sorted(self._task_read_fields())
-        soql = (f"SELECT {', '.join(fields)} FROM Task WHERE CallObject IN "
-                f"{soql_in([str(i) for i in call_ids])} ORDER BY CreatedDate ASC")
         found: dict[int, dict] = {}
+        soql = f"SELECT {', '.join(fields)} FROM Task WHERE CallObject IN {soql_in(values)} ORDER BY CreatedDate ASC"
         for row in self.org.query(soql):
-            try:
-                call_id = int(str(row.get("CallObject")))
-            except ValueError:
-                continue
+            key_text = str(row.get("CallObject") or "")
+            if key_text.startswith(KEY_PREFIX):
+                call_id = messages.get(key_text[len(KEY_PREFIX):])
+                if call_id is None:
+                    continue
+            else:
+                try:
+                    call_id = int(key_text)
+                except ValueError:
+                    continue
             if call_id in found:
-                self._warn_once(f"call {call_id} has more than one Task in Salesforce "
+                self._warn_once(f"{key_text if call_id < 0 else f'call {call_id}'} has more than one Task in Salesforce "
                                 f"({found[call_id]['Id']}, {row['Id']}); the oldest is kept up to date")
                 continue
             found[call_id] = row
@@ -497,13 +584,7 @@ class SalesforceTaskTarget:
         returns the batch's outcomes.
         """
         created, failed = self._create_new_records(batch)
-        if batch.reassignments:
-            records = [{"attributes": {"type": c.object}, "id": rid, **c.fields}
-                       for rid, c in batch.reassignments.items()]
-            for change, result in zip(batch.reassignments.values(), self.org.update(records), strict=True):
-                if not result.success:
-                    self._warn_once(f"could not move {change.object} {change.record_id} to its answering user: "
-                                    f"{result.error.code}: {result.error.message}")
+        self._reassign(batch)
 
         outcomes: list[Outcome] = []
         creates: list[CallPlan] = []
@@ -528,21 +609,33 @@ class SalesforceTaskTarget:
         def collect() -> list[Outcome]:
             for plans, method, results_of in sent:
                 for plan, result in zip(plans, results_of(), strict=True):
-                    call_id = plan.assessment.call.id
+                    call_id = plan.key
                     if result.success:
                         task_id = result.id or plan.task.record_id
                         plan.task.record_id = task_id
                         outcomes.append(Outcome(call_id, TARGET, "created" if method == "insert" else "updated",
                                                 records={"Task": task_id, **plan.extra_records},
-                                                warnings=list(plan.task.warnings), fingerprint=plan.fingerprint))
+                                                warnings=list(plan.task.warnings), fingerprint=plan.fingerprint,
+                                                message_id=plan.message_id))
                     else:
                         outcomes.append(Outcome(call_id, TARGET, "failed", error=_error(result, "Task not written"),
-                                                records=dict(plan.extra_records), fingerprint=plan.fingerprint))
-            order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
+                                                records=dict(plan.extra_records), fingerprint=plan.fingerprint,
+                                                message_id=plan.message_id))
+            order = {p.key: i for i, p in enumerate(batch.calls)}
             outcomes.sort(key=lambda o: order[o.call_id])
             return outcomes
 
         return collect
+
+    def _reassign(self, batch: Batch) -> None:
+        """R-SF-OWNER: integration-owned records move to the answering user (or the message's user)."""
+        if not batch.reassignments:
+            return
+        records = [{"attributes": {"type": c.object}, "id": rid, **c.fields} for rid, c in batch.reassignments.items()]
+        for change, result in zip(batch.reassignments.values(), self.org.update(records), strict=True):
+            if not result.success:
+                self._warn_once(f"could not move {change.object} {change.record_id} to its answering user: "
+                                f"{result.error.code}: {result.error.message}")
 
     @staticmethod
     def _point_at_created(plan: CallPlan, created: dict[str, str], failed: dict[str, dict]) -> Outcome | None:
@@ -552,7 +645,8 @@ class SalesforceTaskTarget:
             return plan.outcome
         broken = [failed[p] for p in plan.depends_on if p in failed]
         if broken:
-            return Outcome(plan.assessment.call.id, TARGET, "failed", error=broken[0], fingerprint=plan.fingerprint)
+            return Outcome(plan.key, TARGET, "failed", error=broken[0], fingerprint=plan.fingerprint,
+                           message_id=plan.message_id)
         for change in plan.writes or [plan.task]:
             for name, value in list(change.fields.items()):
                 if isinstance(value, str) and value in created:
@@ -683,10 +777,12 @@ class SalesforceTaskTarget:
         """Write the outcomes to state; the caller holds the transaction."""
         written = []
         for o in outcomes:
-            if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records.get(self.primary):
+            # A message's record is its Task, in both modes (R-MSG-4); a call's is the mode's primary record.
+            primary = "Task" if o.call_id < 0 else self.primary
+            if o.outcome in ("created", "updated", "unchanged") and o.fingerprint and o.records.get(primary):
                 written.append((o.call_id, TARGET, {k: v for k, v in o.records.items() if v}, o.fingerprint))
             elif o.outcome == "failed" and o.error:
-                self.state.record_failure(o.call_id, TARGET, self.primary, o.error["code"], o.error["message"], run_id)
+                self.state.record_failure(o.call_id, TARGET, primary, o.error["code"], o.error["message"], run_id)
         if written:
             self.state.mark_written(written)
             self.state.clear_failures([w[0] for w in written], TARGET)
@@ -774,12 +870,17 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
     """
 
     primary = "VoiceCall"
+    owner_rules_for_calls = False
 
     def start(self) -> None:
         from aircall_sync.targets.salesforce_voice import VoiceContext
 
         voice = self.sf.voice
-        described = self.org.describe_many(["VoiceCall", voice.aircall_voice_object, "Account"])
+        # Messages are Tasks in voice mode too (R-MSG-4): the Task describe says which fields exist.
+        described = self.org.describe_many(["VoiceCall", voice.aircall_voice_object, "Account", "Task"])
+        task = described.get("Task")
+        if task:
+            self.task_fields = frozenset(f["name"] for f in task.get("fields", []))
         voice_call = described.get("VoiceCall")
         if not voice_call or not voice_call.get("createable"):
             raise OrgMismatchError(
@@ -797,17 +898,29 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
         self._ctx = lambda match: VoiceContext(match, self.voice_call_fields, self.voice_object_fields)
 
-    def _load_users(self, plans) -> None:  # R-SF-OWNER is a Task rule: voice records keep the integration user
-        return None
+    def _load_users(self, plans) -> None:
+        # R-SF-OWNER is a Task rule: voice records keep the integration user; messages are Tasks (R-MSG-4).
+        super()._load_users([p for p in plans if p.assessment.call is None])
 
-    def _load_links(self, contact_ids) -> None:  # RelatedRecordId is the matched record itself (R-SFV-2)
-        return None
+    def _load_links(self, contact_ids, message_contacts=frozenset()) -> None:
+        # A VoiceCall's RelatedRecordId is the matched record itself (R-SFV-2); a message's Task links as in
+        # mode task (R-MSG-4).
+        if message_contacts:
+            super()._load_links(set(), message_contacts)
 
     def _key_field(self) -> str:
         names = {n.lower(): n for n in self.voice_object_fields}
         return names.get(self.sf.voice.fields.call_id.lower(), self.sf.voice.fields.call_id)
 
-    def _existing_tasks(self, call_ids: list[int]) -> dict[int, dict]:
+    def _existing_items(self, todo: list[CallPlan]) -> dict[int, dict]:
+        """Both voice records of each call; the Task of each message (R-MSG-4)."""
+        found = self._existing_tasks([p.key for p in todo if p.assessment.call is not None])
+        messages = {p.assessment.message.id: p.key for p in todo if p.assessment.call is None}
+        if messages:
+            found.update(SalesforceTaskTarget._existing_tasks(self, [], messages))
+        return found
+
+    def _existing_tasks(self, call_ids: list[int], messages=None) -> dict[int, dict]:
         """Both records of each call, found by their keys (DESIGN §6)."""
         if not call_ids:
             return {}
@@ -899,21 +1012,24 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
 
     def _write(self, batch: Batch) -> list[Outcome]:
         created, failed = self._create_new_records(batch)
+        self._reassign(batch)
         outcomes: list[Outcome] = []
         ready: list[CallPlan] = []
+        messages: list[CallPlan] = []
         for plan in batch.calls:
             blocked = self._point_at_created(plan, created, failed)
             if blocked is not None:
                 outcomes.append(blocked)
                 continue
-            ready.append(plan)
+            (messages if plan.assessment.call is None else ready).append(plan)
+        outcomes.extend(self._write_message_tasks(messages))
         obj = self.sf.voice.aircall_voice_object
         link = self._link_field()
         errors: dict[int, dict[str, str]] = {}
         # Pass 1: the Aircall Voice records; pass 2: the VoiceCalls, linked to them (R-SFV-1).
         for object_name in (obj, "VoiceCall"):
             for method in (Action.CREATE, Action.UPDATE):
-                todo = [(p, c) for p in ready if p.assessment.call.id not in errors
+                todo = [(p, c) for p in ready if p.key not in errors
                         for c in p.writes if c.object == object_name and c.action is method]
                 if not todo:
                     continue
@@ -934,9 +1050,9 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
                         c.record_id = result.id or c.record_id
                         p.extra_records[object_name] = c.record_id
                     else:
-                        errors[p.assessment.call.id] = _error(result, f"{object_name} not written")
+                        errors[p.key] = _error(result, f"{object_name} not written")
         for plan in ready:
-            call_id = plan.assessment.call.id
+            call_id = plan.key
             if call_id in errors:
                 outcomes.append(Outcome(call_id, TARGET, "failed", error=errors[call_id],
                                         records=dict(plan.extra_records), fingerprint=plan.fingerprint))
@@ -944,8 +1060,34 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
             verb = "created" if any(c.action is Action.CREATE for c in plan.writes) else "updated"
             outcomes.append(Outcome(call_id, TARGET, verb, records=dict(plan.extra_records),
                                     warnings=list(plan.task.warnings), fingerprint=plan.fingerprint))
-        order = {p.assessment.call.id: i for i, p in enumerate(batch.calls)}
+        order = {p.key: i for i, p in enumerate(batch.calls)}
         outcomes.sort(key=lambda o: order[o.call_id])
+        return outcomes
+
+    def _write_message_tasks(self, plans: list[CallPlan]) -> list[Outcome]:
+        """The Tasks of a batch's messages (R-MSG-4, R-SFV-1): one Collections request per 200 and method."""
+        outcomes: list[Outcome] = []
+        for method in (Action.CREATE, Action.UPDATE):
+            todo = [p for p in plans if p.task.action is method]
+            if not todo:
+                continue
+            if method is Action.CREATE:
+                rows = [{"attributes": {"type": "Task"}, **p.task.fields} for p in todo]
+                results = self._create_reconciled(rows, self._finder("Task", "CallObject", rows))
+            else:
+                results = self.org.update([{"attributes": {"type": "Task"}, "id": p.task.record_id, **p.task.fields}
+                                           for p in todo])
+            for plan, result in zip(todo, results, strict=True):
+                if result.success:
+                    plan.task.record_id = result.id or plan.task.record_id
+                    outcomes.append(Outcome(plan.key, TARGET, "created" if method is Action.CREATE else "updated",
+                                            records={"Task": plan.task.record_id, **plan.extra_records},
+                                            warnings=list(plan.task.warnings), fingerprint=plan.fingerprint,
+                                            message_id=plan.message_id))
+                else:
+                    outcomes.append(Outcome(plan.key, TARGET, "failed", error=_error(result, "Task not written"),
+                                            records=dict(plan.extra_records), fingerprint=plan.fingerprint,
+                                            message_id=plan.message_id))
         return outcomes
 
 
@@ -954,7 +1096,19 @@ def check_voice(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
     voice = settings.salesforce.voice
     infos: list[str] = []
     problems: list[str] = []
-    described = org.describe_many(["VoiceCall", voice.aircall_voice_object])
+    messages = settings.salesforce.messages
+    described = org.describe_many(["VoiceCall", voice.aircall_voice_object]
+                                  + (["Task"] if messages.log != "none" else []))
+    if messages.log != "none":
+        # Messages are Tasks in mode voice too (R-MSG-4).
+        task = described.get("Task")
+        if not task or not task.get("createable", True):
+            problems.append("Task: messages are logged as Tasks in mode voice too (R-MSG-4), but the API user "
+                            "cannot create Tasks; grant Create on Task, or set salesforce.messages.log = \"none\"")
+        elif messages.task_type and "type" not in {f["name"].lower() for f in task.get("fields", [])}:
+            problems.append("Task.Type is not visible to the API user, but salesforce.messages.task_type is set: "
+                            "make Task.Type visible to that user's profile, or set salesforce.messages.task_type "
+                            "= \"\"")
     vc = described.get("VoiceCall")
     if not vc or not vc.get("createable"):
         problems.append(f"VoiceCall is not createable at API version {settings.salesforce.api_version} (R-SFV-7): "

@@ -44,6 +44,7 @@ __all__ = [
     "SfUser",
     "TaskContext",
     "TaskDraft",
+    "agent_user",
     "answering_user",
     "build_task",
     "comment_parts",
@@ -52,6 +53,7 @@ __all__ = [
     "disposition",
     "media_line",
     "owner",
+    "owner_of",
     "reassignment",
     "record_name",
     "sf_length",
@@ -372,13 +374,18 @@ def answering_user(call: Call, users_by_email: Mapping[str, SfUser]) -> SfUser |
     Answered call; the agent of R-CALL-9 has the user's e-mail (case-insensitive);
     the user is active and existed at least 24 h before the call started.
     """
-    agent = rules.answered_by(call)
+    return agent_user(rules.answered_by(call), call.started_at, users_by_email)
+
+
+def agent_user(agent, at: datetime, users_by_email: Mapping[str, SfUser]) -> SfUser | None:
+    """R-SF-OWNER step 1 for an Aircall user (a call's answering agent, a message's user) at time ``at``:
+    the active Salesforce user with that e-mail (case-insensitive), created at least 24 h before ``at``."""
     if agent is None or not agent.email:
         return None
     user = users_by_email.get(agent.email.strip().lower())
     if user is None or not user.active:
         return None
-    if user.created_at > call.started_at - OWNER_MIN_AGE:
+    if user.created_at > at - OWNER_MIN_AGE:
         return None
     return user
 
@@ -401,7 +408,12 @@ def owner(
     fallback_owner_id: str = "",
 ) -> Owner:
     """R-SF-OWNER: 1. the answering user; 2. the record's owner; 3. fallback, else integration user."""
-    user = answering_user(call, users_by_email)
+    return owner_of(answering_user(call, users_by_email), match, integration_user_id, fallback_owner_id)
+
+
+def owner_of(user: SfUser | None, match: Match | None, integration_user_id: str, fallback_owner_id: str = ""
+             ) -> Owner:
+    """R-SF-OWNER given step 1's user (or None): that user, else the record's owner, else fallback/integration."""
     if user is not None:
         return Owner(user.id, 1, "answering user", user)
     record_owner = _record_owner(match, integration_user_id)
