@@ -262,26 +262,34 @@ def _aircall_paths(box: Sandbox) -> list[str]:
 
 def test_after_an_outage_serve_enables_its_webhook_again_and_aircall_delivers_what_failed(tmp_path):
     """serve was down: Aircall's deliveries failed, it disabled the webhook after N consecutive failures and
-    kept retrying the events (reference §1.5). serve starts: it enables the webhook again (full event list),
-    the retries get through, and the calls are logged."""
-    delivery = DeliveryOptions(max_consecutive_failures=3, backoff_base_s=0.2, backoff_cap_s=1.0)
+    kept retrying the failed events (reference §1.5), while events that came up once it was disabled were
+    never sent. serve starts: it enables the webhook again (full event list), the retries get through, and
+    its first reconcile logs the calls whose events never came (DESIGN §10)."""
+    # Retries every second at most, and never given up within the test (50 retries would be ~50 s: a loaded
+    # machine can take longer than that to start serve).
+    delivery = DeliveryOptions(max_consecutive_failures=3, backoff_base_s=0.2, backoff_cap_s=1.0, max_retries=10_000)
     box = Sandbox(SandboxOptions(calls=20, seed=14, days=1, live=True, webhook_delivery=delivery,
                                  front=False)).start()
     try:
         port = _free_port()
         receiver = box.register_receiver(port)
-        config = write_settings(tmp_path / "settings.toml", box.settings(tmp_path / "state.sqlite3", live=receiver))
+        settings = box.settings(tmp_path / "state.sqlite3", live=receiver)
+        settings["sync"]["lag"] = "1m"  # the first reconcile reaches calls that ended minutes ago
+        config = write_settings(tmp_path / "settings.toml", settings)
         start = datetime.now(UTC) - timedelta(minutes=15)
         placed = [box.traffic.place(at=start + timedelta(seconds=20 * i), talk_s=30, kind=kind)
                   for i, kind in enumerate(("inbound_answered", "outbound_answered", "missed"))]
         [hook] = box.aircall_webhooks.all()
         wait_for(lambda: not box.aircall_webhooks.find(hook.webhook_id).active, 30, "Aircall disabling the webhook")
         assert box.sf_store.records("Task") == []
+        failed_before = len(box.webhook_delivery.log)
         serve = ServeProcess(config, port=port)
         try:
             serve.wait_ready()
             wait_for(lambda: {str(c) for c in placed} <= {t["CallObject"] for t in box.sf_store.records("Task")},
-                     30, "the retried deliveries logged")
+                     60, "every call logged")
+            wait_for(lambda: any(r.status == 200 for r in box.webhook_delivery.log[failed_before:]), 60,
+                     "a failed delivery retried successfully")
             again = box.aircall_webhooks.find(hook.webhook_id)
             assert again.active and set(again.events) == set(NEEDED)  # exactly what serve needs
             assert "enabled again" in serve.output
