@@ -21,11 +21,13 @@ port. The phases, in this order, on the same serve and state file:
 3. burst: ``--live-burst`` answered outbound calls (default 100) whose
    ``call.hungup`` events all come due at the same moment (the emulator's
    clock is moved forward to it): they are delivered within about a second.
-4. ack: serve's receiver driven directly, from a process of its own:
-   ``--live-posts`` webhook POSTs (default 2,000; 10% of them re-deliveries of
-   an earlier one) of realistic envelopes (calls of the history, in webhook
-   form, with the webhook's token) from ``--live-clients`` concurrent clients
-   (default 16), one connection per POST as Aircall opens them.
+4. ack: serve's receiver driven directly, from a process of its own, with
+   realistic envelopes (calls of the history, in webhook form, with the
+   webhook's token), one connection per POST as Aircall opens them: first
+   ``--live-posts`` / 10 POSTs from one client (a lone request's answer
+   time), then ``--live-posts`` POSTs (default 2,000; 10% of them
+   re-deliveries of an earlier one) from ``--live-clients`` concurrent
+   clients (default 16).
 5. restart: SIGTERM (serve must exit 0 with an empty inbox), start again: the
    start's reconcile over a window now logged already (the steady state).
 6. sync: serve stopped, ``aircall-sync sync`` twice on the same state, to
@@ -164,7 +166,8 @@ class LiveResult:
     problems: list[str] = field(default_factory=list)
     steady: Delays = field(default_factory=Delays)
     burst: Delays = field(default_factory=Delays)
-    ack: Ack = field(default_factory=Ack)
+    acks: list[Ack] = field(default_factory=list)  # one client (baseline), then the concurrent load
+    ack_calls: int = 0
     first_reconcile: Reconcile = field(default_factory=Reconcile)
     steady_reconcile: Reconcile | None = None
     syncs: list[dict[str, dict[str, int]]] = field(default_factory=list)
@@ -495,23 +498,25 @@ def run_load(url: str, bodies: list[bytes], clients: int, timeout: float) -> dic
     return reply
 
 
-def _ack_bodies(box: Any, token: str, cutoff: int, cfg: LiveConfig) -> tuple[list[bytes], int, set[str]]:
-    """Envelopes of history calls that started before ``cutoff`` (outside every reconcile window):
-    per call created, hungup, ended, and one tagged per tag; then repeats of earlier ones, shuffled."""
+def _ack_bodies(box: Any, token: str, cutoff: int, seed: int, posts: int, repeat_share: float,
+                skip: set[str]) -> tuple[list[bytes], int, set[str], set[str]]:
+    """Envelopes of history calls that started before ``cutoff`` (outside every reconcile window) and
+    are not in ``skip``: per call created, hungup, ended, and one tagged per tag; then repeats of
+    earlier ones, shuffled. Returns the bodies, how many are distinct, the calls whose finishing event
+    is among them (they must be logged) and every call they touch."""
     from aircall_sync.sandbox.live_calls import webhook_call
 
     store = box.aircall_store
     base = box.aircall_server.url
-    rng = random.Random(f"bench-live-ack:{cfg.seed}")
-    repeats = int(cfg.posts * cfg.repeat_share)
-    wanted = cfg.posts - repeats
-    distinct: list[bytes] = []
-    calls: set[str] = set()
+    rng = random.Random(f"bench-live-ack:{seed}:{posts}")
+    repeats = int(posts * repeat_share)
+    wanted = posts - repeats
+    distinct: list[tuple[str, bool, bytes]] = []
     for pos in reversed(store.window(None, cutoff)):
         if len(distinct) >= wanted:
             break
         rest = store.render_at(pos, base=base, fetch_contact=False, fetch_short_urls=False)
-        if rest.get("status") != "done" or not rest.get("ended_at"):
+        if rest.get("status") != "done" or not rest.get("ended_at") or str(rest["id"]) in skip:
             continue
         done = webhook_call(rest)
         initial = dict(done, status="initial", answered_at=None, ended_at=None, duration=0, tags=[], comments=[])
@@ -522,12 +527,15 @@ def _ack_bodies(box: Any, token: str, cutoff: int, cfg: LiveConfig) -> tuple[lis
             events.append(("call.tagged", done, ended + 40 + k))
         for name, data, ts in events:
             body = {"resource": "call", "event": name, "timestamp": ts, "token": token, "data": data}
-            distinct.append(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-        calls.add(str(rest["id"]))
+            distinct.append((str(rest["id"]), name != "call.created",
+                             json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")))
     distinct = distinct[:wanted]
-    bodies = distinct + [rng.choice(distinct) for _ in range(repeats)]
+    finished = {call for call, fin, _ in distinct if fin}
+    touched = {call for call, _, _ in distinct}
+    bodies = [b for _, _, b in distinct]
+    bodies += [rng.choice(bodies) for _ in range(repeats)]
     rng.shuffle(bodies)
-    return bodies, len(distinct), calls
+    return bodies, len(distinct), finished, touched
 
 
 # ---------------------------------------------------------------- the run
@@ -691,34 +699,42 @@ def _run_phases(box: Any, mode: str, cfg: LiveConfig, result: LiveResult, work: 
         result.serve_cpu["burst"] = (serve.cpu() or 0.0) - cpu
         cpu = serve.cpu() or 0.0
 
-        # 4. ack: concurrent POSTs of realistic envelopes, straight to the receiver.
+        # 4. ack: POSTs of realistic envelopes straight to the receiver: one client (the answer time of a
+        # lone request), then many at once.
         cutoff = int(datetime.now(UTC).timestamp() - 3 * 3600)  # older than any reconcile window
-        bodies, distinct, ack_calls = _ack_bodies(box, token, cutoff, cfg)
-        stored0, metrics0 = _events_stored(state_path), serve.metrics()
-        log(f"  live {mode}: ack: {len(bodies):,} POSTs from {cfg.clients} clients")
-        load = run_load(base + receiver["path"], bodies, cfg.clients, timeout)
-        posted = time.monotonic()
-        ack = Ack(posts=len(bodies), distinct=distinct, clients=cfg.clients, wall=load["wall"], calls=len(ack_calls))
-        for status, seconds in load["results"]:
-            ack.latencies.append(seconds)
-            ack.statuses[str(status)] = ack.statuses.get(str(status), 0) + 1
-        serve.wait_drained(timeout)
-        ack.drained = time.monotonic() - posted
-        metrics1 = serve.metrics()
-        ack.stored = _events_stored(state_path) - stored0
-        ack.delivered = _deliveries_total(metrics1) - _deliveries_total(metrics0)
-        ack.duplicates = (metrics1.get("aircall_sync_deliveries_duplicate_total", 0.0)
-                          - metrics0.get("aircall_sync_deliveries_duplicate_total", 0.0))
-        result.ack = ack
-        if ack.statuses.get("200", 0) != ack.posts:
-            result.problems.append(f"ack: answers {ack.statuses}")
-        if ack.stored != distinct or ack.duplicates != ack.posts - distinct:
-            result.problems.append(f"ack: {ack.stored} event(s) stored for {distinct} distinct, "
-                                   f"{ack.duplicates:g} counted as duplicates for {ack.posts - distinct} repeats")
+        ack_calls: set[str] = set()
+        touched: set[str] = set()
+        for posts, clients, share in ((max(1, cfg.posts // 10), 1, 0.0), (cfg.posts, cfg.clients, cfg.repeat_share)):
+            bodies, distinct, calls, seen = _ack_bodies(box, token, cutoff, cfg.seed, posts, share, touched)
+            ack_calls |= calls
+            touched |= seen
+            stored0, metrics0 = _events_stored(state_path), serve.metrics()
+            log(f"  live {mode}: ack: {len(bodies):,} POSTs from {clients} client(s)")
+            load = run_load(base + receiver["path"], bodies, clients, timeout)
+            posted = time.monotonic()
+            ack = Ack(posts=len(bodies), distinct=distinct, clients=clients, wall=load["wall"], calls=len(calls))
+            for status, seconds in load["results"]:
+                ack.latencies.append(seconds)
+                ack.statuses[str(status)] = ack.statuses.get(str(status), 0) + 1
+            serve.wait_drained(timeout)
+            ack.drained = time.monotonic() - posted
+            metrics1 = serve.metrics()
+            ack.stored = _events_stored(state_path) - stored0
+            ack.delivered = _deliveries_total(metrics1) - _deliveries_total(metrics0)
+            ack.duplicates = (metrics1.get("aircall_sync_deliveries_duplicate_total", 0.0)
+                              - metrics0.get("aircall_sync_deliveries_duplicate_total", 0.0))
+            result.acks.append(ack)
+            if ack.statuses.get("200", 0) != ack.posts:
+                result.problems.append(f"ack x{clients}: answers {ack.statuses}")
+            if ack.stored != distinct or ack.duplicates != ack.posts - distinct or ack.delivered != ack.posts:
+                result.problems.append(f"ack x{clients}: {ack.stored} event(s) stored for {distinct} distinct, "
+                                       f"{ack.duplicates:g} counted as duplicates for {ack.posts - distinct} "
+                                       f"repeats, {ack.delivered:g} deliveries counted for {ack.posts} POSTs")
         keys = set(landed.call_ids())
         unlogged = [c for c in ack_calls if c not in keys]
         if mode != "front" and unlogged:
             result.problems.append(f"ack: {len(unlogged)} call(s) of the POSTed events not logged")
+        result.ack_calls = len(ack_calls)
         c3 = count()
         result.phases["ack"] = _minus(c3, c2)
         result.serve_cpu["ack"] = (serve.cpu() or 0.0) - cpu
@@ -806,26 +822,22 @@ def delay_table(results: list[LiveResult], cfg: LiveConfig) -> str:
 
 
 ACK_COLUMNS = ("profile", "mode", "POSTs", "clients", "result", "p50 ms", "p99 ms", "max ms", "accepted/s",
-               "non-200", "events stored", "duplicates", "drained s", "calls", "Salesforce req/call",
-               "Front req/call")
+               "non-200", "events stored", "duplicates", "drained s", "calls")
 
 
 def ack_table(results: list[LiveResult]) -> str:
     rows = []
     for r in results:
-        a = r.ack
-        ok200 = a.statuses.get("200", 0)
-        counts = r.phases.get("ack", {})
-        rows.append(["live", r.mode, f"{a.posts:,}", str(a.clients), r.status if a.latencies else "failed",
-                     _fmt(a.pct(50) * 1000 if a.latencies else None, ".1f"),
-                     _fmt(a.pct(99) * 1000 if a.latencies else None, ".1f"),
-                     _fmt(max(a.latencies) * 1000 if a.latencies else None, ".1f"),
-                     _fmt(ok200 / a.wall if a.wall else None, ",.0f"), f"{a.posts - ok200:,}",
-                     "-" if a.stored is None else f"{a.stored:,} of {a.distinct:,}",
-                     "-" if a.duplicates is None else f"{a.duplicates:,.0f} of {a.posts - a.distinct:,}",
-                     _fmt(a.drained, ".1f"), f"{a.calls:,}",
-                     per_call(counts, "salesforce", a.calls, present=r.mode != "front"),
-                     per_call(counts, "front", a.calls, present=r.mode == "front")])
+        for a in r.acks:
+            ok200 = a.statuses.get("200", 0)
+            rows.append(["live", r.mode, f"{a.posts:,}", str(a.clients), r.status if a.latencies else "failed",
+                         _fmt(a.pct(50) * 1000 if a.latencies else None, ".1f"),
+                         _fmt(a.pct(99) * 1000 if a.latencies else None, ".1f"),
+                         _fmt(max(a.latencies) * 1000 if a.latencies else None, ".1f"),
+                         _fmt(ok200 / a.wall if a.wall else None, ",.0f"), f"{a.posts - ok200:,}",
+                         "-" if a.stored is None else f"{a.stored:,} of {a.distinct:,}",
+                         "-" if a.duplicates is None else f"{a.duplicates:,.0f} of {a.posts - a.distinct:,}",
+                         _fmt(a.drained, ".1f"), f"{a.calls:,}"])
     return _table(ACK_COLUMNS, rows, set(ACK_COLUMNS[2:4] + ACK_COLUMNS[5:]))
 
 
@@ -856,7 +868,7 @@ def day_budget(r: LiveResult, cfg: LiveConfig) -> DayBudget | None:
     sync_run = total(r.syncs[-1], "aircall") if r.syncs else None
     cron_day = CRON_RUNS_A_DAY * sync_run if sync_run is not None else None
     worker = sum(total(r.phases.get(p, {}), "aircall") for p in ("steady", "burst", "ack"))
-    worker_calls = r.steady.calls + r.burst.calls + r.ack.calls
+    worker_calls = r.steady.calls + r.burst.calls + r.ack_calls
     bound = reconciles + 4 * cfg.calls_per_day / 50
     per_call = worker / worker_calls if worker_calls else 0.0
     live_day = reconciles * reconcile + WEBHOOK_CHECKS_A_DAY * check + round(per_call * cfg.calls_per_day)
@@ -913,8 +925,10 @@ def live_notes(results: list[LiveResult], cfg: LiveConfig) -> list[str]:
             s = r.steady_reconcile
             parts.append(f"restart's reconcile ({s.window}, {s.window_calls} calls, logged already except those "
                          f"that entered the window since): {_endpoints(s.requests)}")
-        for phase in ("steady", "burst", "ack"):
-            parts.append(f"worker, {phase} phase: {_endpoints(r.phases.get(phase, {}))}")
+        for phase, calls in (("steady", r.steady.calls), ("burst", r.burst.calls), ("ack", r.ack_calls)):
+            counts = r.phases.get(phase, {})
+            per = ", ".join(f"{api} {per_call(counts, api, calls)}" for api in APIS if api in counts) or "none"
+            parts.append(f"worker, {phase} phase ({calls:,} calls; requests per call: {per}): {_endpoints(counts)}")
         if r.burst.spread is not None:
             parts.append(f"the burst's {r.burst.calls} ends were acknowledged within {r.burst.spread:.2f} s "
                          f"(the emulator delivers to one webhook one request at a time)")
@@ -943,7 +957,7 @@ def settings_line(cfg: LiveConfig) -> str:
             f"history {cfg.calls_per_day:,} calls over 24 h, evenly; steady {cfg.calls:,} calls at {cfg.rate:g}/min "
             f"(talk {cfg.talk[0]}-{cfg.talk[1]} s, time scale {cfg.time_scale:g}), deliveries "
             f"{cfg.p_duplicate:.0%} duplicated and {cfg.p_reorder:.0%} reordered; burst {cfg.burst:,} answered "
-            f"calls; ack {cfg.posts:,} POSTs ({cfg.repeat_share:.0%} repeats) from {cfg.clients} clients in a "
-            f"process of their own, one connection each; seed {cfg.seed}. Delays: from serve's 200 to the first "
+            f"calls; ack {max(1, cfg.posts // 10):,} POSTs from 1 client, then {cfg.posts:,} ({cfg.repeat_share:.0%} "
+            f"repeats) from {cfg.clients} clients, in a process of their own, one connection per POST; seed {cfg.seed}. Delays: from serve's 200 to the first "
             f"delivery showing the call finished to its record readable (store polled every "
             f"{POLL * 1000:.0f} ms).")

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmark: a backfill of N sandbox calls per target mode, one table (DESIGN §5, §9).
+"""Benchmark: a backfill of N sandbox calls per target mode, one table (DESIGN §5, §9); live mode (§10).
 
     python bench/run.py                      # the default run (about 10 minutes on 2 cores)
     python bench/run.py --smoke              # N=500, raw profile, mode task (what CI runs)
     python bench/run.py --profile real --calls 100000 --max-floor-minutes 60   # opt-in: >= 34 minutes
+    python bench/run.py --profile live       # serve fed by webhooks, mode task (about 12 minutes a mode)
+    python bench/run.py --smoke --profile live   # a tiny live row (about 15 s; CI runs it)
 
 What one row is: a fresh sandbox of N generated calls is built and served by
 two child processes, one per vendor (Aircall; Salesforce or Front), as each
@@ -27,6 +29,20 @@ Profiles:
   Front to ``--front-rpm`` (default 50/min). Salesforce has no per-minute limit.
 - ``raw``: no latency and no limit: what is left is the tool's own CPU cost
   (and the emulators', in the other process).
+- ``live`` (run only when named; DESIGN §10 "Budgets"): ``aircall-sync serve``
+  in a process of its own, started as a user starts it (``python -m
+  aircall_sync --config X serve``), fed by the Aircall emulator's webhook
+  deliveries for calls it places over time. Its tables: the delay from the
+  acknowledged delivery that ends a call (``call.hungup`` or ``call.ended``)
+  to the record readable in the emulated CRM (p50, p95, max) for calls at a
+  steady rate (``--calls``, default 300, at ``--live-rate`` a minute) and for
+  a burst of ``--live-burst`` calls hanging up at once, with the requests per
+  call each emulator served; serve's answer time to ``--live-posts``
+  concurrent webhook POSTs (p50, p99, max, accepted/s; every answer 200, every
+  event stored once); and a day's Aircall requests at
+  ``--live-calls-per-day``: one reconcile's cost x 48 + 24 webhook checks,
+  against a cron ``sync`` every 10 minutes. ``--modes`` defaults to ``task``
+  here. Its phases and how each number is taken: ``bench/live_profile.py``.
 
 The rate-limit floor is the time the configured limits alone force, given the
 requests no implementation can avoid, services running in parallel (so the
@@ -60,6 +76,12 @@ Peak RSS: the tool is started with ``subprocess.Popen`` and reaped with
 in KiB). ``getrusage(RUSAGE_CHILDREN)`` would give the maximum over every child
 reaped so far, the sandbox processes included (they hold the generated calls),
 so it is not used.
+
+The emulators of the live profile run in the bench process, as in ``aircall-sync
+demo --live`` (the bench reads their stores and delivery log directly); the
+load of the acknowledgement phase comes from a process of its own. Its rows
+share the machine's cores with serve and the emulators, and their notes give
+the CPU each used and the steal time, like the batch rows.
 
 The table is printed and appended to ``bench/results.md`` (``--results``) with
 the date (UTC), the machine, the git commit and the command line; ``--smoke``

@@ -68,9 +68,12 @@ def test_bench_live_smoke_prints_delay_acknowledgement_and_day_budget_rows(tmp_p
         assert NUMBER.match(row["p50 s"]) and NUMBER.match(row["max s"]), row
         assert row["Aircall req/call"] == "0.00", row  # the events carry the call: no Aircall request
         assert float(row["Salesforce req/call"]) > 0, row
-    [ack] = rows("profile  mode  POSTs")
-    assert ack["result"] == "ok" and ack["non-200"] == "0", ack
-    assert ack["events stored"] == "180 of 180" and ack["duplicates"] == "20 of 20", ack
+    lone, loaded = rows("profile  mode  POSTs")
+    assert lone["clients"] == "1" and lone["events stored"] == "20 of 20" and lone["duplicates"] == "0 of 0", lone
+    assert loaded["clients"] == "4", loaded
+    assert loaded["events stored"] == "180 of 180" and loaded["duplicates"] == "20 of 20", loaded
+    for ack in (lone, loaded):
+        assert ack["result"] == "ok" and ack["non-200"] == "0", ack
     [day] = rows("profile  mode  calls/day")
     assert int(day["reconcile Aircall req"]) >= 1 and int(day["cron Aircall req/day"].replace(",", "")) > 0, day
     assert "a day's Aircall requests at 600 calls/day" in done.stdout
