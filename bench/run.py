@@ -110,7 +110,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import live_profile  # noqa: E402 - bench/live_profile.py, beside this script
+import live_profile  # bench/live_profile.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.md"
@@ -691,7 +691,10 @@ process (start to exit); calls/s = N / wall; CPU s = user + system of the tool's
 process; peak RSS of the tool's process (the sandbox runs in another process);
 requests per 1,000 calls counted by each emulated API; the rate-limit floor (the
 time the configured per-minute limits and latency alone force on the
-unavoidable requests, and which service sets it) and wall / floor.
+unavoidable requests, and which service sets it) and wall / floor. A live
+section (`--profile live`, see bench/live_profile.py) has three tables instead:
+delays from a call's end to its record with requests per call, webhook
+acknowledgement times, and a day's Aircall requests against cron `sync`.
 """
 
 
@@ -901,7 +904,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"```\n{live_profile.ack_table(live_results)}\n```\n\n"
                      f"```\n{live_profile.day_table(live_results, live_config)}\n```\n\n"
                      + "\n".join(live_profile.live_notes(live_results, live_config)) + "\n")
-        print(live_text.replace("```\n", ""), end="")
+        print(("\n" if results else "") + live_text.replace("```\n", ""), end="")
     elapsed = time.monotonic() - began
     log(f"benchmark finished in {elapsed:.0f}s")
     ran = (f"The whole run took {elapsed / 60:.1f} min (sandboxes included); "
