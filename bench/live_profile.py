@@ -981,6 +981,6 @@ def settings_line(cfg: LiveConfig) -> str:
             f"(talk {cfg.talk[0]}-{cfg.talk[1]} s, time scale {cfg.time_scale:g}), deliveries "
             f"{cfg.p_duplicate:.0%} duplicated and {cfg.p_reorder:.0%} reordered; burst {cfg.burst:,} answered "
             f"calls; ack {max(1, cfg.posts // 10):,} POSTs from 1 client, then {cfg.posts:,} ({cfg.repeat_share:.0%} "
-            f"repeats) from {cfg.clients} clients, in a process of their own, one connection per POST; seed {cfg.seed}. Delays: from serve's 200 to the first "
-            f"delivery showing the call finished to its record readable (store polled every "
-            f"{POLL * 1000:.0f} ms).")
+            f"repeats) from {cfg.clients} clients, in a process of their own, one connection per POST; "
+            f"seed {cfg.seed}. Delays: from serve's 200 to the first delivery showing the call finished, to "
+            f"the call's record readable in the target (store polled every {POLL * 1000:.0f} ms).")
