@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Benchmark: a backfill of N sandbox calls per target mode, one table (DESIGN §5, §9).
+"""Benchmark: a backfill of N sandbox calls per target mode, one table (DESIGN §5, §9); live mode (§10).
 
     python bench/run.py                      # the default run (about 10 minutes on 2 cores)
     python bench/run.py --smoke              # N=500, raw profile, mode task (what CI runs)
     python bench/run.py --profile real --calls 100000 --max-floor-minutes 60   # opt-in: >= 34 minutes
+    python bench/run.py --profile live       # serve fed by webhooks, mode task (about 12 minutes a mode)
+    python bench/run.py --smoke --profile live   # a tiny live row (about 15 s; CI runs it)
 
 What one row is: a fresh sandbox of N generated calls is built and served by
 two child processes, one per vendor (Aircall; Salesforce or Front), as each
@@ -27,6 +29,20 @@ Profiles:
   Front to ``--front-rpm`` (default 50/min). Salesforce has no per-minute limit.
 - ``raw``: no latency and no limit: what is left is the tool's own CPU cost
   (and the emulators', in the other process).
+- ``live`` (run only when named; DESIGN §10 "Budgets"): ``aircall-sync serve``
+  in a process of its own, started as a user starts it (``python -m
+  aircall_sync --config X serve``), fed by the Aircall emulator's webhook
+  deliveries for calls it places over time. Its tables: the delay from the
+  acknowledged delivery that ends a call (``call.hungup`` or ``call.ended``)
+  to the record readable in the emulated CRM (p50, p95, max) for calls at a
+  steady rate (``--calls``, default 300, at ``--live-rate`` a minute) and for
+  a burst of ``--live-burst`` calls hanging up at once, with the requests per
+  call each emulator served; serve's answer time to ``--live-posts``
+  concurrent webhook POSTs (p50, p99, max, accepted/s; every answer 200, every
+  event stored once); and a day's Aircall requests at
+  ``--live-calls-per-day``: one reconcile's cost x 48 + 24 webhook checks,
+  against a cron ``sync`` every 10 minutes. ``--modes`` defaults to ``task``
+  here. Its phases and how each number is taken: ``bench/live_profile.py``.
 
 The rate-limit floor is the time the configured limits alone force, given the
 requests no implementation can avoid, services running in parallel (so the
@@ -61,6 +77,12 @@ in KiB). ``getrusage(RUSAGE_CHILDREN)`` would give the maximum over every child
 reaped so far, the sandbox processes included (they hold the generated calls),
 so it is not used.
 
+The emulators of the live profile run in the bench process, as in ``aircall-sync
+demo --live`` (the bench reads their stores and delivery log directly); the
+load of the acknowledgement phase comes from a process of its own. Its rows
+share the machine's cores with serve and the emulators, and their notes give
+the CPU each used and the steal time, like the batch rows.
+
 The table is printed and appended to ``bench/results.md`` (``--results``) with
 the date (UTC), the machine, the git commit and the command line; ``--smoke``
 writes no file unless ``--results`` is given.
@@ -87,11 +109,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import live_profile  # bench/live_profile.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.md"
 
 MODES = ("task", "voice", "front")
-PROFILES = ("real", "raw")
+PROFILES = ("real", "raw", "live")
+BATCH_PROFILES = ("real", "raw")
 DEFAULT_CALLS = {"real": [10_000], "raw": [10_000, 100_000]}
 SMOKE_CALLS = 500
 PROBE_CALLS = 50
@@ -665,7 +691,10 @@ process (start to exit); calls/s = N / wall; CPU s = user + system of the tool's
 process; peak RSS of the tool's process (the sandbox runs in another process);
 requests per 1,000 calls counted by each emulated API; the rate-limit floor (the
 time the configured per-minute limits and latency alone force on the
-unavoidable requests, and which service sets it) and wall / floor.
+unavoidable requests, and which service sets it) and wall / floor. A live
+section (`--profile live`, see bench/live_profile.py) has three tables instead:
+delays from a call's end to its record with requests per call, webhook
+acknowledgement times, and a day's Aircall requests against cron `sync`.
 """
 
 
@@ -677,10 +706,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--modes", default=None, help="target modes, comma-separated (default task,voice,front)")
     p.add_argument("--profile", default=None,
-                   help="real, raw or real,raw (default real,raw: real at 10,000 calls, raw at 10,000 and 100,000)")
-    p.add_argument("--calls", default=None, help="numbers of calls, comma-separated (applies to every profile)")
+                   help="real, raw, live, or several comma-separated (default real,raw: real at 10,000 calls, raw "
+                        "at 10,000 and 100,000; live is run only when named: serve fed by webhooks, mode task "
+                        "unless --modes says otherwise, about 12 minutes a mode)")
+    p.add_argument("--calls", default=None,
+                   help="numbers of calls, comma-separated (applies to every profile; live: the steady phase's, "
+                        f"first number only, default {live_profile.LiveConfig.calls})")
     p.add_argument("--smoke", action="store_true",
-                   help=f"N={SMOKE_CALLS}, raw profile, mode task, no results file: checks that it runs")
+                   help=f"N={SMOKE_CALLS}, raw profile, mode task, no results file: checks that it runs "
+                        "(with --profile live: a tiny live row, about 20 s)")
     p.add_argument("--latency-ms", type=float, default=50.0, help="per-request latency of the real profile (50)")
     p.add_argument("--aircall-rpm", type=int, default=60, help="Aircall requests per minute, real profile (60)")
     p.add_argument("--front-rpm", type=int, default=50, help="Front requests per minute, real profile (50)")
@@ -701,6 +735,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run each row K times and report the run of median wall time (a noisy machine)")
     p.add_argument("--keep", type=Path, default=None, metavar="DIR",
                    help="keep each row's settings file and the tool's output in DIR")
+    live = p.add_argument_group("live profile (see bench/live_profile.py)")
+    d = live_profile.LiveConfig()
+    live.add_argument("--live-rate", type=float, default=d.rate, metavar="PER_MIN",
+                      help=f"steady phase: calls placed a minute ({d.rate:g})")
+    live.add_argument("--live-burst", type=int, default=d.burst, metavar="N",
+                      help=f"burst phase: calls hanging up at the same moment ({d.burst})")
+    live.add_argument("--live-posts", type=int, default=d.posts, metavar="N",
+                      help=f"ack phase: webhook POSTs sent straight to serve ({d.posts:,}, 10%% of them repeats)")
+    live.add_argument("--live-clients", type=int, default=d.clients, metavar="N",
+                      help=f"ack phase: concurrent clients ({d.clients})")
+    live.add_argument("--live-calls-per-day", type=int, default=d.calls_per_day, metavar="N",
+                      help=f"the Aircall history (24 h) the reconciler and sync read ({d.calls_per_day:,})")
+    live.add_argument("--live-time-scale", type=float, default=d.time_scale, metavar="S",
+                      help=f"real seconds per emulated second of the calls' lifecycles ({d.time_scale:g}: real time)")
     return p.parse_args(argv)
 
 
@@ -716,8 +764,10 @@ def _split(text: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
 
 
 def plan(args: argparse.Namespace) -> tuple[list[Case], list[str]]:
+    """The batch rows (live rows: see ``live_plan``)."""
     modes = _split(args.modes or ("task" if args.smoke else ",".join(MODES)), MODES, "--modes")
     profiles = _split(args.profile or ("raw" if args.smoke else "real,raw"), PROFILES, "--profile")
+    profiles = [p for p in profiles if p in BATCH_PROFILES]
     if args.calls:
         try:
             numbers = [int(x.replace("_", "")) for x in _split(args.calls, None, "--calls")]
@@ -734,10 +784,37 @@ def plan(args: argparse.Namespace) -> tuple[list[Case], list[str]]:
     return cases, profiles
 
 
+def live_plan(args: argparse.Namespace) -> tuple[list[str], live_profile.LiveConfig | None]:
+    """The live profile's modes and settings (no modes: the profile was not asked for)."""
+    if "live" not in _split(args.profile or "raw", PROFILES, "--profile"):
+        return [], None
+    modes = _split(args.modes or "task", MODES, "--modes")
+    if args.smoke:
+        # A tiny row for CI: checks the whole loop runs, measures nothing worth keeping.
+        cfg = live_profile.LiveConfig(calls=6, rate=120, burst=10, posts=200, clients=4, calls_per_day=600,
+                                      time_scale=0.02, talk=(10, 20), syncs=1, phase_timeout=60)
+    else:
+        cfg = live_profile.LiveConfig(rate=args.live_rate, burst=args.live_burst, posts=args.live_posts,
+                                      clients=args.live_clients, calls_per_day=args.live_calls_per_day,
+                                      time_scale=args.live_time_scale)
+    if args.calls:
+        try:
+            cfg.calls = int(args.calls.split(",")[0].replace("_", ""))
+        except ValueError:
+            raise SystemExit("bench/run.py: --calls: expected whole numbers, e.g. 300") from None
+    cfg.seed = args.seed
+    if min(cfg.calls, cfg.burst, cfg.posts, cfg.clients, cfg.calls_per_day) < 1 or not cfg.rate > 0 \
+            or not 0.001 <= cfg.time_scale <= 10:
+        raise SystemExit("bench/run.py: --calls, --live-burst, --live-posts, --live-clients, --live-calls-per-day "
+                         "and --live-rate must be positive, --live-time-scale within 0.001..10")
+    return modes, cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     cases, profiles = plan(args)
+    live_modes, live_config = live_plan(args)
     config = Config(latency_ms=args.latency_ms, aircall_rpm=args.aircall_rpm, front_rpm=args.front_rpm,
                     days=args.days, pool=args.pool, seed=args.seed, max_floor_minutes=args.max_floor_minutes,
                     timeout=args.timeout, cprofile=args.cprofile, keep=args.keep)
@@ -804,17 +881,38 @@ def main(argv: list[str] | None = None) -> int:
             done[case] = future.result()
     results = [done[case] for case in cases]
 
-    text = table(results)
-    print(text)
+    text = table(results) if results else ""
     extra = notes(results)
+    if text:
+        print(text)
     for line in extra:
         print(line)
+
+    live_results: list[live_profile.LiveResult] = []
+    for mode in live_modes:
+        assert live_config is not None
+        log(f"run: live {mode}: {live_config.calls:,} calls at {live_config.rate:g}/min, a burst of "
+            f"{live_config.burst:,}, {live_config.posts:,} POSTs from {live_config.clients} clients")
+        row = live_profile.run_live(mode, live_config, log=log, endpoint=_endpoint, servers=_servers,
+                                    steal=_steal_seconds, keep=args.keep)
+        log(f"  -> live {mode}: {row.status}" + (f": {'; '.join(row.problems)}" if row.problems else ""))
+        live_results.append(row)
+    live_text = ""
+    if live_results:
+        assert live_config is not None
+        live_text = (f"```\n{live_profile.delay_table(live_results, live_config)}\n```\n\n"
+                     f"```\n{live_profile.ack_table(live_results)}\n```\n\n"
+                     f"```\n{live_profile.day_table(live_results, live_config)}\n```\n\n"
+                     + "\n".join(live_profile.live_notes(live_results, live_config)) + "\n")
+        print(("\n" if results else "") + live_text.replace("```\n", ""), end="")
     elapsed = time.monotonic() - began
     log(f"benchmark finished in {elapsed:.0f}s")
     ran = (f"The whole run took {elapsed / 60:.1f} min (sandboxes included); "
            + ("one row at a time" if args.sequential or not background
               else "the real rows ran alongside the raw rows, which ran one at a time")
            + f"; {load_before} at the start, {_load()} at the end.")
+    setting_lines = ([settings_line(config, profiles)] if results else []) + (
+        [live_profile.settings_line(live_config)] if live_results and live_config is not None else [])
 
     target = None if args.no_results else (args.results or (None if args.smoke else RESULTS))
     if target is not None:
@@ -822,12 +920,16 @@ def main(argv: list[str] | None = None) -> int:
         with open(target, "a", encoding="utf-8") as out:
             if fresh:
                 out.write(PREAMBLE)
-            out.write(f"\n{header(argv, started)}\n\n{settings_line(config, profiles)} {ran}\n\n"
-                      f"```\n{text}\n```\n\n")
+            out.write(f"\n{header(argv, started)}\n\n{' '.join(setting_lines)} {ran}\n\n")
+            if text:
+                out.write(f"```\n{text}\n```\n\n")
             if extra:
                 out.write("\n".join(extra) + "\n")
+            if live_text:
+                out.write(("\n" if extra else "") + live_text)
         log(f"appended to {target}")
-    return 0 if all(r.status in ("ok", "not available", "skipped") for r in results) else 1
+    return 0 if all(r.status in ("ok", "not available", "skipped") for r in results) and all(
+        r.status == "ok" for r in live_results) else 1
 
 
 if __name__ == "__main__":
