@@ -431,6 +431,33 @@ def serve(
     run_serve(_options(ctx).settings(), host=host, port=port)
 
 
+@app.command()
+@handled
+def replay(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD) or date-time, in sync.timezone.")],
+    to: Annotated[str, typer.Option("--to", help="Last day (inclusive) or end date-time, in sync.timezone.")],
+    kind: Annotated[str, typer.Option("--kind", help="calls, messages or all.")] = "all",
+    dry_run: DryRunOption = False,
+    format: FormatOption = "text",
+    report: ReportOption = None,
+) -> None:
+    """Process again the webhook events serve kept, for calls started (messages created) in a range.
+
+    After a settings change or a target enabled later; what is already as it should be is not written again.
+    """
+    from aircall_sync.live.replay import KINDS
+
+    if kind not in KINDS:
+        raise UsageError(f'--kind: expected one of {", ".join(KINDS)}, got "{kind}"')
+    settings = _options(ctx).settings()
+    if not Path(settings.sync.state_path).exists():
+        raise UsageError(f"no state file at {settings.sync.state_path}: replay reads the webhook events serve "
+                         "kept there, and none was kept with these settings")
+    start, end = parse_range(from_, to, settings.sync.tzinfo)
+    _run(ctx, "replay", dry_run=dry_run, fmt=format, report_path=report, start=start, end=end, kind=kind)
+
+
 webhooks_app = typer.Typer(help="Manage the Aircall webhook that feeds `serve`.", no_args_is_help=True,
                            rich_markup_mode=None)
 app.add_typer(webhooks_app, name="webhooks")

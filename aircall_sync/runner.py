@@ -248,6 +248,18 @@ class Runner:
         self._process(assessments)
         return self._finish()
 
+    def replay(self, start: datetime, end: datetime, kind: str = "all") -> RunSummary:
+        """``replay``: the calls and messages of the stored webhook events in ``[start, end)``, planned again."""
+        from aircall_sync.live.inbox import Inbox
+        from aircall_sync.live.replay import replay_items
+
+        items = replay_items(self.settings, Inbox(self.state), self.client, start, end, kind, self.now,
+                             self.summary.unreadable, dry_run=self.dry_run)
+        self._process(items)
+        if not self.summary.calls and not self.summary.unsettled:
+            log.info("no stored webhook events in this range (live mode keeps them live.keep_events)")
+        return self._finish()
+
     def reconcile(self, start: datetime, end: datetime) -> RunSummary:
         """Live mode's reconciler: the sync path over ``(start, end]``; the sync watermark is left alone."""
         self._process(self._prefetch(self.client.iter_calls(start, end, on_bad=self.summary.unreadable.append)))
@@ -692,8 +704,10 @@ def execute(
     quiet: bool = False,
     now: datetime | None = None,
     sample: int | None = None,
+    kind: str = "all",
 ) -> RunSummary:
-    """Run ``backfill`` / ``sync`` / ``retry`` end to end; raise ``RecordsFailedError`` if records failed."""
+    """Run ``backfill`` / ``sync`` / ``retry`` / ``replay`` end to end; raise ``RecordsFailedError`` if records
+    failed."""
     if fmt not in ("text", "json"):
         raise UsageError(f'--format: expected one of text, json, got "{fmt}"')
     if fmt == "json" and not dry_run:
@@ -738,10 +752,13 @@ def execute(
                             names=names, write_lock=write_lock)
             if not dry_run:
                 runner.run_id = state.start_run(command, {"from": start and _iso(start), "to": end and _iso(end),
-                                                          "target": which, "limit": limit})
+                                                          "target": which, "limit": limit,
+                                                          **({"kind": kind} if command == "replay" else {})})
             try:
                 if command == "backfill":
                     summary = runner.backfill(start, end)
+                elif command == "replay":
+                    summary = runner.replay(start, end, kind)
                 elif command == "sync":
                     summary = runner.sync()
                 else:

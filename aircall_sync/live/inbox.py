@@ -245,6 +245,18 @@ class Inbox:
         return InboxStats(depth=depth, oldest=parse_utc_text(oldest) if oldest else None, failing=failing or 0,
                           last_error=last[0] if last else None, stored=stored)
 
+    def objects_in(self, kind: str, start: datetime, end: datetime) -> list[tuple[str, int]]:
+        """``(object id, arrival of its first event)`` of the calls that started (or messages created) in
+        ``[start, end)`` with stored events, first arrived first (``replay``). A message with no time of
+        its own is placed by its envelope timestamp."""
+        lo, hi = int(start.timestamp()), int(end.timestamp())
+        with self.state.sql(write=False) as conn:
+            rows = conn.execute(
+                "SELECT object_id, min(seq) FROM events WHERE kind = ? AND object_id IS NOT NULL "
+                "AND coalesce(started_at, event_ms / 1000) >= ? AND coalesce(started_at, event_ms / 1000) < ? "
+                "GROUP BY object_id ORDER BY min(seq)", (kind, lo, hi)).fetchall()
+        return [(object_id, seq) for object_id, seq in rows]
+
     def events_of(self, kind: str, object_id: str) -> list[Event]:
         with self.state.sql(write=False) as conn:
             rows = conn.execute(
