@@ -66,6 +66,8 @@ class RunSummary:
     stopped: dict[str, str] = field(default_factory=dict)
     resumed_windows: int = 0
     seconds: float = 0.0
+    #: AI insights (RULES §8), when aircall.ai.enabled: eligible calls, requests, what was found.
+    ai: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class RunSummary:
             "requests": self.requests,
             "retries": self.retries,
             **({"stopped": self.stopped} if self.stopped else {}),
+            **({"ai": self.ai} if self.ai is not None else {}),
         }
 
 
@@ -150,6 +153,13 @@ class Runner:
         #: Held from a chunk's plan to its record, and across pipelined chunks until another writer
         #: waits (DESIGN §10: serve, sync and backfill side by side on one org). None: no other writer.
         self.write_lock = write_lock
+        #: AI insights (RULES §8): asked for in the thread that reads calls ahead, attached to each call.
+        self.ai = None
+        if settings.aircall.ai.enabled:
+            from aircall_sync.ai import InsightSource
+
+            self.ai = InsightSource(settings, client, state, dry_run=dry_run, now=self.now,
+                                    targets=lambda: [t.name for t in self.active_targets()])
 
     # ------------------------------------------------------------ entry points
 
@@ -302,7 +312,19 @@ class Runner:
     def _prefetch(self, calls: Iterable[Call]) -> Prefetch:
         # One chunk ahead: the next chunk is read and assessed while this one is planned
         # and written, so a chunk never waits for Aircall once the first has arrived.
-        return Prefetch(map(self._assess, calls), depth=CHUNK)
+        assessed = map(self._assess, calls)
+        return Prefetch(assessed if self.ai is None else self._with_insights(assessed), depth=CHUNK)
+
+    def _with_insights(self, assessments: Iterable[rules.Assessment]) -> Iterator[rules.Assessment]:
+        """RULES §8 in the reading thread: each page's eligible calls get their missing insights (paced with
+        the pages themselves), so the chunk being written never waits for them. Past ``--limit`` settled
+        calls nothing more is asked (the reader runs ahead of what the run will log)."""
+        settled = 0
+        source = iter(assessments)
+        while page := list(itertools.islice(source, Prefetch.BATCH)):
+            ask = self.limit is None or settled < self.limit
+            settled += sum(1 for a in page if a.settled)
+            yield from self.ai.attach(page, ask=ask)
 
     def _process(self, assessments: Iterable[rules.Assessment],
                  checkpoint: tuple[str, tuple[int, int]] | None = None, only_changed: bool = True) -> None:
@@ -348,6 +370,8 @@ class Runner:
         self._chunks += 1
         if not self.dry_run:
             self._take_turn()
+        if self.ai is not None:
+            chunk[:] = self.ai.attach_known(chunk)  # live events, retries: the insights the state holds
         batches = self._each(self.active_targets(), lambda target: target.plan(chunk, only_changed=only_changed))
         if self.dry_run:
             for _target, batch in batches:
@@ -469,6 +493,8 @@ class Runner:
             self.summary.requests[target.name] = stats.requests
             self.summary.retries[target.name] = stats.retries + getattr(stats, "reauthentications", 0)
         self.summary.seconds = time.monotonic() - self._started
+        if self.ai is not None:
+            self.summary.ai = self.ai.stats.to_json(self.settings.aircall.requests_per_minute, self.dry_run)
         if self.sink is not None:
             self.sink.close(self.plan_summary())
         return self.summary
@@ -478,7 +504,8 @@ class Runner:
         for (target, obj, action), n in self.summary.changes.items():
             per.setdefault(target, {}).setdefault(obj, {})[action] = n
         return {"calls": self.summary.calls, **({"messages": self.summary.messages} if self.summary.messages else {}),
-                "unsettled": self.summary.unsettled, "changes": per}
+                "unsettled": self.summary.unsettled, "changes": per,
+                **({"ai": self.summary.ai} if self.summary.ai is not None else {})}
 
 
 @dataclass
