@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -942,13 +942,16 @@ def _explain_call(settings, call_id: int, *, out: IO[str], now: datetime | None 
     ]
     for name, decision in a.decisions.items():
         lines.append(f"  {name}: " + (f"skip ({decision.reason})" if decision.skipped else decision.flow.value))
-    for line in lines:
-        c.print(line, markup=False)
-    names = settings.enabled_targets()
-    if not names:
-        return
     state, close_state = open_state(settings.sync.state_path, dry_run=True)
     try:
+        if settings.aircall.ai.enabled:
+            a, line = _explain_insights(a, settings, state, now)
+            lines.append(line)
+        for line in lines:
+            c.print(line, markup=False)
+        names = settings.enabled_targets()
+        if not names:
+            return
         printer = render.PlanPrinter(out, show_unchanged=True)
         for target in connect_targets(settings, names, state, dry_run=True):
             batch = target.plan([a], only_changed=False)
@@ -956,6 +959,28 @@ def _explain_call(settings, call_id: int, *, out: IO[str], now: datetime | None 
                 printer(change)
     finally:
         close_state()
+
+
+def _explain_insights(a: rules.Assessment, settings, state: State, now: datetime) -> tuple[rules.Assessment, str]:
+    """``explain`` with AI on (RULES §8): the call with the insights the state knows (nothing is fetched), and a
+    line saying what is known and whether a run would ask Aircall."""
+    from aircall_sync.ai import eligible, insights_of, to_ask
+    from aircall_sync.aircall.insights import KINDS
+
+    known = state.get_insights([a.call.id]).get(a.call.id, {})
+    a = replace(a, insights=insights_of(known))
+    found = [k for k in KINDS if k in known and known[k].found]
+    none = [k for k in KINDS if k in known and known[k].status == "none"]
+    words = [f"known: {', '.join(found)}" if found else "none known yet"]
+    if none:
+        words.append(f"known not to exist: {', '.join(none)}")
+    if not eligible(a, settings):
+        words.append(f"not eligible (R-AI-1: a settled, answered call with at least "
+                     f"{settings.aircall.ai.min_talk_seconds} s of talk, logged by a target)")
+    else:
+        ask = to_ask(a, known, now, settings.aircall.ai.settle)
+        words.append(f"a run would ask Aircall for: {', '.join(ask)}" if ask else "nothing left to ask Aircall")
+    return a, "  AI insights: " + "; ".join(words)
 
 
 def status(settings, *, out: IO[str]) -> None:

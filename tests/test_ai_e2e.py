@@ -158,6 +158,23 @@ def test_R_AI_1_a_backfill_asks_at_most_5_requests_per_eligible_call_and_none_on
     assert "salesforce: " in again.stdout and " created" not in again.stdout.split("salesforce:")[1].split(".")[0]
 
 
+def test_explain_says_which_insights_are_known_and_fetches_none(box, tmp_path):
+    config = config_for(box, tmp_path)
+    call = next(c for c in eligible(box, datetime.now(UTC)) if talk(c) >= 60
+                and expected_text(box, c, "action_items"))
+    mark = len(box.aircall_server.requests)
+    before = run(config, "explain", str(call["id"]))
+    assert before.exit_code == 0, before.output
+    assert ("  AI insights: none known yet; a run would ask Aircall for: summary, topics, sentiment, action_items, "
+            "transcription") in before.stdout
+    assert ai_requests(box, mark) == Counter()
+    assert run(config, "backfill", "--from", FROM, "--to", TO).exit_code == 0
+    after = run(config, "explain", str(call["id"]))
+    assert ("  AI insights: known: summary, topics, sentiment, action_items, transcription; nothing left to ask "
+            "Aircall") in after.stdout
+    assert "Unchanged Task" in after.stdout
+
+
 def test_R_AI_2_the_dry_run_fetches_nothing_and_says_what_ai_would_cost(box, tmp_path):
     config = config_for(box, tmp_path, **{"aircall": {"requests_per_minute": 60}})
     calls = eligible(box, datetime.now(UTC))
