@@ -260,3 +260,14 @@ def test_fingerprints_while_ai_is_off_are_what_they_were():
     c = assess(None, s).call
     assert sf_fingerprint(c, s, FULL) == sf_fingerprint(c, s)
     assert front.fingerprint(c, s, FULL) == front.fingerprint(c, s)
+
+
+def test_R_AI_2_help_says_what_ai_costs_in_backfills():
+    from typer.testing import CliRunner
+
+    from aircall_sync.cli import app
+
+    result = CliRunner().invoke(app, ["backfill", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "costs up to 5 more Aircall requests" in text and "--dry-run says how many and how long" in text
