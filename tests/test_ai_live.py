@@ -32,6 +32,7 @@ AI_PATH = re.compile(r"^/v1/calls/\d+/(summary|topics|sentiments|action_items|tr
 
 
 def config_for(box: Sandbox, tmp: Path, mode: str = "task", targets=("salesforce", "front"), **ai) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
     settings = box.settings(tmp / "state.sqlite3", mode=mode, targets=targets)
     settings["aircall"]["requests_per_minute"] = 60000
     settings["aircall"]["ai"] = {"enabled": True, **ai}
@@ -256,3 +257,62 @@ def test_ai_events_do_nothing_while_ai_is_off(box, tmp_path):
         assert handle.inbox.stats().depth == 0
     finally:
         handle.close()
+
+
+def _unordered(state: dict) -> dict:
+    return {k: [dict(c, comments=sorted(c["comments"])) for c in conversations] for k, conversations in state.items()}
+
+
+def test_live_insights_end_in_the_fields_one_backfill_writes(tmp_path):
+    """DESIGN §10 "same records as a batch run", with AI on: the calls' events, then their AI events (content or
+    not, duplicated, in any order, over several batches) end in the Tasks and Front comments a backfill writes."""
+    import random
+
+    from live_helpers import LocalBox, front_state
+    from reliability_harness import diff_states, org_state
+    from typer.testing import CliRunner
+
+    from aircall_sync.cli import app
+
+    def calls_of(box: Sandbox) -> list[dict]:
+        return sorted((c for c in box.aircall_store.iter_calls(0, 2**40) if c["status"] == "done" and c["ended_at"]),
+                      key=lambda c: (c["started_at"], c["id"]))
+
+    reference = Sandbox(SandboxOptions(calls=60, seed=17, days=2, end=END)).start()
+    try:
+        config = config_for(reference, tmp_path / "ref")
+        result = CliRunner().invoke(app, ["--config", str(config), "backfill", "--from", "2026-10-29", "--to",
+                                          "2026-10-31"])
+        assert result.exit_code == 0, result.output
+        want_sf, want_front = org_state(LocalBox(reference)), front_state(reference)
+    finally:
+        reference.stop()
+    box = Sandbox(SandboxOptions(calls=60, seed=17, days=2, end=END)).start()
+    handle = Live(config_for(box, tmp_path / "live"))
+    try:
+        calls = calls_of(box)
+        handle.deliver(*(envelope("call.ended", webhook_form(c, box.aircall_url), c["ended_at"] + 30) for c in calls))
+        handle.worker.run_once()
+        rng = random.Random(4)
+        events = []
+        for call in calls:
+            for kind in ("summary", "topics", "sentiment", "action_items", "transcription"):
+                for i, _data in enumerate(box.ai_insights.event_data(call, ENDPOINT[kind])):
+                    events.append(ai_event(box, call, kind, content=rng.random() < 0.5, index=i))
+        assert len(events) > 40
+        events += rng.sample(events, len(events) // 4)  # at least once
+        rng.shuffle(events)
+        third = len(events) // 3
+        for part in (events[:third], events[third:2 * third], events[2 * third:]):
+            handle.deliver(*part)
+            assert handle.worker.run_once().retried == 0
+        assert handle.inbox.stats().depth == 0
+        assert diff_states(want_sf, org_state(LocalBox(box))) == []
+        # Per conversation the same messages and comments; an AI summary is posted when it arrives, so the comments
+        # of a conversation shared by several calls are compared as a set (their order follows the arrivals).
+        assert _unordered(front_state(box)) == _unordered(want_front)
+        assert sum(1 for c in ai_comments(box)) == sum(1 for c in calls if box.ai_insights.schedule(c)
+                                                      and c["raw_digits"] != "anonymous")
+    finally:
+        handle.close()
+        box.stop()
