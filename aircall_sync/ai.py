@@ -164,14 +164,14 @@ class InsightSource:
         names = self.targets() if self.targets is not None else None
         answers: list[tuple[int, str, str, str | None]] = []
         for a in calls:
-            if not eligible(a, self.settings, names):
-                continue
+            if not ask or not eligible(a, self.settings, names):
+                continue  # not ask: past the run's --limit, these calls are not logged by it
+            kinds = to_ask(a, known.get(a.call.id, {}), self.now, self.ai.settle)
             with self._lock:
                 self.stats.eligible += 1
-            kinds = to_ask(a, known.get(a.call.id, {}), self.now, self.ai.settle)
-            if self.dry_run or not ask:
-                with self._lock:
-                    self.stats.requests += len(kinds) if self.dry_run else 0
+                if self.dry_run:
+                    self.stats.requests += len(kinds)
+            if self.dry_run:
                 continue
             for kind in kinds:
                 if self.stopped:

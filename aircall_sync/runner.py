@@ -319,12 +319,17 @@ class Runner:
         """RULES §8 in the reading thread: each page's eligible calls get their missing insights (paced with
         the pages themselves), so the chunk being written never waits for them. Past ``--limit`` settled
         calls nothing more is asked (the reader runs ahead of what the run will log)."""
-        settled = 0
+        left = self.limit  # settled calls the run will still log (None: all)
         source = iter(assessments)
         while page := list(itertools.islice(source, Prefetch.BATCH)):
-            ask = self.limit is None or settled < self.limit
-            settled += sum(1 for a in page if a.settled)
-            yield from self.ai.attach(page, ask=ask)
+            cut = len(page)
+            if left is not None:
+                settled = [i for i, a in enumerate(page) if a.settled]
+                cut = settled[left] if left < len(settled) else len(page)
+                left = max(0, left - len(settled))
+            yield from self.ai.attach(page[:cut])
+            if cut < len(page):
+                yield from self.ai.attach(page[cut:], ask=False)
 
     def _process(self, assessments: Iterable[rules.Assessment],
                  checkpoint: tuple[str, tuple[int, int]] | None = None, only_changed: bool = True) -> None:

@@ -175,6 +175,17 @@ def test_explain_says_which_insights_are_known_and_fetches_none(box, tmp_path):
     assert "Unchanged Task" in after.stdout
 
 
+def test_R_AI_1_a_limited_backfill_asks_only_for_the_calls_it_logs(box, tmp_path):
+    config = config_for(box, tmp_path)
+    mark = len(box.aircall_server.requests)
+    result = run(config, "backfill", "--from", FROM, "--to", TO, "--limit", "7")
+    assert result.exit_code == 0, result.output
+    logged = {int(k) for k in tasks_by_call(box)}
+    assert len(logged) == 7
+    asked = ai_requests(box, mark)
+    assert asked and set(asked) <= logged
+
+
 def test_R_AI_2_the_dry_run_fetches_nothing_and_says_what_ai_would_cost(box, tmp_path):
     config = config_for(box, tmp_path, **{"aircall": {"requests_per_minute": 60}})
     calls = eligible(box, datetime.now(UTC))
