@@ -348,7 +348,12 @@ def backfill(
     report: ReportOption = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Stop after N settled calls.", show_default=False)] = None,
 ) -> None:
-    """Log the calls of a past date range; an interrupted run of the same range resumes."""
+    """Log the calls of a past date range; an interrupted run of the same range resumes.
+
+    With AI insights on ([aircall.ai] enabled = true), each settled, answered call with at least
+    aircall.ai.min_talk_seconds of talk costs up to 5 more Aircall requests (one per insight, never twice for
+    one known), paced at aircall.requests_per_minute: --dry-run says how many and how long, and fetches none.
+    """
     settings = _options(ctx).settings()
     start, end = parse_range(from_, to, settings.sync.tzinfo)
     _run(ctx, "backfill", which=target, dry_run=dry_run, fmt=format, report_path=report, limit=limit,
@@ -363,7 +368,11 @@ def sync(
     format: FormatOption = "text",
     report: ReportOption = None,
 ) -> None:
-    """Log new and changed calls, from the watermark minus sync.revisit to now minus sync.lag (for cron)."""
+    """Log new and changed calls, from the watermark minus sync.revisit to now minus sync.lag (for cron).
+
+    With AI insights on, the insights not known yet of eligible calls are asked for (up to 5 Aircall requests
+    per call; an insight found, or known not to exist, is never asked again).
+    """
     _run(ctx, "sync", dry_run=dry_run, fmt=format, report_path=report)
 
 
@@ -420,7 +429,8 @@ def serve(
     """Live mode: receive Aircall's webhooks, log each call within seconds, reconcile by polling.
 
     SMS, MMS and WhatsApp messages are logged here only (Aircall's API lists no messages): a Task in
-    Salesforce, the message in the contact's Front conversation.
+    Salesforce, the message in the contact's Front conversation. With [aircall.ai] enabled = true, the AI
+    insights' events update the call's records as they arrive (their content fetched when an event lacks it).
 
     Runs until stopped; SIGTERM stops receiving, finishes what is due (up to 30 s) and exits 0.
     """

@@ -153,6 +153,40 @@ def plan_table(out: IO[str], summary: dict) -> None:
     c.print(table)
     c.print(f"{summary.get('calls', 0)} settled call(s) planned; {summary.get('unsettled', 0)} not settled yet "
             "(left for a later run). Nothing was written.")
+    ai = summary.get("ai")
+    if ai is not None:
+        c.print(ai_plan_line(ai), markup=False)
+
+
+def duration_words(seconds: int) -> str:
+    """``45 s``, ``12 min``, ``3 h 20 min``: how long requests take, in words."""
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = -(-seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h" + (f" {minutes} min" if minutes else "")
+
+
+def ai_plan_line(ai: dict) -> str:
+    """R-AI-2: what AI insights would cost, before anything is spent (a dry run fetches none)."""
+    return (f"AI insights: {ai['eligible_calls']} eligible call(s); a run would make {ai['requests']} more Aircall "
+            f"request(s) for them (at most 5 per call, none for an insight known), about "
+            f"{duration_words(ai['seconds'])} at aircall.requests_per_minute = {ai['requests_per_minute']}. "
+            "None was fetched now.")
+
+
+def ai_run_line(ai: dict) -> str:
+    """The AI insights part of a run's summary (RULES §8)."""
+    line = (f"AI insights: {ai['eligible_calls']} eligible call(s), {ai['requests']} Aircall request(s): "
+            f"{ai.get('found', 0)} found, {ai.get('none', 0)} known not to exist, {ai.get('later', 0)} not there "
+            "yet (asked again by a later run)")
+    if ai.get("forbidden"):
+        line += ("; Aircall answered 403 (no Aircall AI package): nothing more was asked in this run")
+    elif ai.get("error"):
+        line += f"; stopped asking: {ai['error']}"
+    return line + "."
 
 
 def run_summary(out: IO[str], summary) -> None:
@@ -170,6 +204,8 @@ def run_summary(out: IO[str], summary) -> None:
     requests = ", ".join(f"{k} {v}" for k, v in summary.requests.items())
     retries = ", ".join(f"{k} {v}" for k, v in summary.retries.items() if v)
     c.print(f"Requests: {requests}" + (f" (retries: {retries})" if retries else "") + ".", markup=False)
+    if getattr(summary, "ai", None) is not None:
+        c.print(ai_run_line(summary.ai), markup=False)
     if summary.unsettled:
         c.print(f"{summary.unsettled} call(s) not settled yet were left for a later run.", markup=False)
     for bad in summary.unreadable:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 
+from aircall_sync.aircall.insights import Insights
 from aircall_sync.aircall.models import Call, User
 
 
@@ -350,6 +351,8 @@ class Assessment:
     settled: bool
     unsettled_reason: str | None
     decisions: dict[str, Decision]
+    #: The call's AI insights known when it is planned (RULES §8); ``None`` while AI is off or not looked up.
+    insights: Insights | None = None
 
     #: Not a message (``message_rules.MessageAssessment`` is): targets plan both kinds side by side.
     message = None

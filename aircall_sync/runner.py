@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -66,6 +66,8 @@ class RunSummary:
     stopped: dict[str, str] = field(default_factory=dict)
     resumed_windows: int = 0
     seconds: float = 0.0
+    #: AI insights (RULES §8), when aircall.ai.enabled: eligible calls, requests, what was found.
+    ai: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -77,6 +79,7 @@ class RunSummary:
             "requests": self.requests,
             "retries": self.retries,
             **({"stopped": self.stopped} if self.stopped else {}),
+            **({"ai": self.ai} if self.ai is not None else {}),
         }
 
 
@@ -150,6 +153,13 @@ class Runner:
         #: Held from a chunk's plan to its record, and across pipelined chunks until another writer
         #: waits (DESIGN §10: serve, sync and backfill side by side on one org). None: no other writer.
         self.write_lock = write_lock
+        #: AI insights (RULES §8): asked for in the thread that reads calls ahead, attached to each call.
+        self.ai = None
+        if settings.aircall.ai.enabled:
+            from aircall_sync.ai import InsightSource
+
+            self.ai = InsightSource(settings, client, state, dry_run=dry_run, now=self.now,
+                                    targets=lambda: [t.name for t in self.active_targets()])
 
     # ------------------------------------------------------------ entry points
 
@@ -314,7 +324,24 @@ class Runner:
     def _prefetch(self, calls: Iterable[Call]) -> Prefetch:
         # One chunk ahead: the next chunk is read and assessed while this one is planned
         # and written, so a chunk never waits for Aircall once the first has arrived.
-        return Prefetch(map(self._assess, calls), depth=CHUNK)
+        assessed = map(self._assess, calls)
+        return Prefetch(assessed if self.ai is None else self._with_insights(assessed), depth=CHUNK)
+
+    def _with_insights(self, assessments: Iterable[rules.Assessment]) -> Iterator[rules.Assessment]:
+        """RULES §8 in the reading thread: each page's eligible calls get their missing insights (paced with
+        the pages themselves), so the chunk being written never waits for them. Past ``--limit`` settled
+        calls nothing more is asked (the reader runs ahead of what the run will log)."""
+        left = self.limit  # settled calls the run will still log (None: all)
+        source = iter(assessments)
+        while page := list(itertools.islice(source, Prefetch.BATCH)):
+            cut = len(page)
+            if left is not None:
+                settled = [i for i, a in enumerate(page) if a.settled]
+                cut = settled[left] if left < len(settled) else len(page)
+                left = max(0, left - len(settled))
+            yield from self.ai.attach(page[:cut])
+            if cut < len(page):
+                yield from self.ai.attach(page[cut:], ask=False)
 
     def _process(self, assessments: Iterable[rules.Assessment],
                  checkpoint: tuple[str, tuple[int, int]] | None = None, only_changed: bool = True) -> None:
@@ -360,6 +387,8 @@ class Runner:
         self._chunks += 1
         if not self.dry_run:
             self._take_turn()
+        if self.ai is not None:
+            chunk[:] = self.ai.attach_known(chunk)  # live events, retries: the insights the state holds
         batches = self._each(self.active_targets(), lambda target: target.plan(chunk, only_changed=only_changed))
         if self.dry_run:
             for _target, batch in batches:
@@ -481,6 +510,8 @@ class Runner:
             self.summary.requests[target.name] = stats.requests
             self.summary.retries[target.name] = stats.retries + getattr(stats, "reauthentications", 0)
         self.summary.seconds = time.monotonic() - self._started
+        if self.ai is not None:
+            self.summary.ai = self.ai.stats.to_json(self.settings.aircall.requests_per_minute, self.dry_run)
         if self.sink is not None:
             self.sink.close(self.plan_summary())
         return self.summary
@@ -490,7 +521,8 @@ class Runner:
         for (target, obj, action), n in self.summary.changes.items():
             per.setdefault(target, {}).setdefault(obj, {})[action] = n
         return {"calls": self.summary.calls, **({"messages": self.summary.messages} if self.summary.messages else {}),
-                "unsettled": self.summary.unsettled, "changes": per}
+                "unsettled": self.summary.unsettled, "changes": per,
+                **({"ai": self.summary.ai} if self.summary.ai is not None else {})}
 
 
 @dataclass
@@ -932,13 +964,16 @@ def _explain_call(settings, call_id: int, *, out: IO[str], now: datetime | None 
     ]
     for name, decision in a.decisions.items():
         lines.append(f"  {name}: " + (f"skip ({decision.reason})" if decision.skipped else decision.flow.value))
-    for line in lines:
-        c.print(line, markup=False)
-    names = settings.enabled_targets()
-    if not names:
-        return
     state, close_state = open_state(settings.sync.state_path, dry_run=True)
     try:
+        if settings.aircall.ai.enabled:
+            a, line = _explain_insights(a, settings, state, now)
+            lines.append(line)
+        for line in lines:
+            c.print(line, markup=False)
+        names = settings.enabled_targets()
+        if not names:
+            return
         printer = render.PlanPrinter(out, show_unchanged=True)
         for target in connect_targets(settings, names, state, dry_run=True):
             batch = target.plan([a], only_changed=False)
@@ -946,6 +981,28 @@ def _explain_call(settings, call_id: int, *, out: IO[str], now: datetime | None 
                 printer(change)
     finally:
         close_state()
+
+
+def _explain_insights(a: rules.Assessment, settings, state: State, now: datetime) -> tuple[rules.Assessment, str]:
+    """``explain`` with AI on (RULES §8): the call with the insights the state knows (nothing is fetched), and a
+    line saying what is known and whether a run would ask Aircall."""
+    from aircall_sync.ai import eligible, insights_of, to_ask
+    from aircall_sync.aircall.insights import KINDS
+
+    known = state.get_insights([a.call.id]).get(a.call.id, {})
+    a = replace(a, insights=insights_of(known))
+    found = [k for k in KINDS if k in known and known[k].found]
+    none = [k for k in KINDS if k in known and known[k].status == "none"]
+    words = [f"known: {', '.join(found)}" if found else "none known yet"]
+    if none:
+        words.append(f"known not to exist: {', '.join(none)}")
+    if not eligible(a, settings):
+        words.append(f"not eligible (R-AI-1: a settled, answered call with at least "
+                     f"{settings.aircall.ai.min_talk_seconds} s of talk, logged by a target)")
+    else:
+        ask = to_ask(a, known, now, settings.aircall.ai.settle)
+        words.append(f"a run would ask Aircall for: {', '.join(ask)}" if ask else "nothing left to ask Aircall")
+    return a, "  AI insights: " + "; ".join(words)
 
 
 def status(settings, *, out: IO[str]) -> None:

@@ -40,6 +40,8 @@ from aircall_sync.errors import SettingsError, UsageError
 _T = TypeVar("_T")
 
 __all__ = [
+    "AI_FIELD_KEYS",
+    "AiSettings",
     "AircallSettings",
     "BusinessHours",
     "CALL_KINDS",
@@ -103,6 +105,9 @@ SUBJECT_PLACEHOLDERS: tuple[str, ...] = ("record_name", "number_name", "user_nam
 LOCALES = ("en", "fr", "de", "es")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 TARGETS = ("salesforce", "front")
+#: R-AI-4: the keys of [salesforce.voice.fields] and [salesforce.task.fields] that hold AI insights, in the
+#: order of RULES §8 (each is ``ai_`` + an insight kind).
+AI_FIELD_KEYS: tuple[str, ...] = ("ai_summary", "ai_topics", "ai_sentiment", "ai_action_items", "ai_transcription")
 AUTH_MODES = ("token", "jwt", "client_credentials", "password")
 
 # R-SF-SUBJ. English is the rule's text; fr/de/es follow the wording of Aircall's
@@ -267,8 +272,10 @@ class SettingsFileExistsError(UsageError, FileExistsError):
 _Parser = Callable[["_Context", str, Any], Any]
 
 
-def _key(default: Any, parse: _Parser, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"parse": parse, "secret": secret})
+def _key(default: Any, parse: _Parser, *, secret: bool = False, shown: bool = True) -> Any:
+    # shown=False keeps a key out of the dataclass's repr: the AI field names (RULES §8) are left out
+    # of what fingerprints hash, so that adding them changed no call's fingerprint while AI is off.
+    return field(default=default, metadata={"parse": parse, "secret": secret}, repr=shown)
 
 
 def _section(cls: type) -> Any:
@@ -279,17 +286,22 @@ def _derived(default: Any) -> Any:
     return field(default=default, metadata={"toml": False})
 
 
-def _enabled_fields(section: Any) -> dict[str, str]:
+def _enabled_fields(section: Any, ai: bool = False) -> dict[str, str]:
     """A ``fields`` section's key → API name for the fields not turned off.
 
+    The ``ai_*`` keys (RULES R-AI-4) only with ``ai`` (``aircall.ai.enabled``).
     Read for every call, so computed once: sections are frozen.
     """
-    enabled = _memo(section, _enabled_of)
+    enabled = _memo(section, _enabled_with_ai if ai else _enabled_of)
     return dict(enabled)  # a copy: the caller may change it
 
 
-def _enabled_of(section: Any) -> dict[str, str]:
+def _enabled_with_ai(section: Any) -> dict[str, str]:
     return {f.name: getattr(section, f.name) for f in toml_fields(type(section)) if getattr(section, f.name)}
+
+
+def _enabled_of(section: Any) -> dict[str, str]:
+    return {k: v for k, v in _enabled_with_ai(section).items() if k not in AI_FIELD_KEYS}
 
 
 def _memo(frozen: Any, build: Callable[[Any], _T]) -> _T:
@@ -619,6 +631,17 @@ def _template(placeholders: Iterable[str]) -> _Parser:
 
 
 @dataclass(frozen=True)
+class AiSettings:
+    """``[aircall.ai]``: Aircall AI insights (RULES §8, R-AI-1..4)."""
+
+    enabled: bool = _key(False, _bool)
+    #: R-AI-1: backfill/sync ask for the insights of answered calls with at least this much talk.
+    min_talk_seconds: int = _key(30, _int(0, 86_400))
+    #: R-AI-1: a 404 is final once the call ended longer ago than this (AI data comes after the call).
+    settle: dt.timedelta = _key(dt.timedelta(hours=2), _duration)
+
+
+@dataclass(frozen=True)
 class AircallSettings:
     """``[aircall]``: the source of the calls."""
 
@@ -626,6 +649,7 @@ class AircallSettings:
     api_token: Secret = _key(Secret(""), _secret, secret=True)
     base_url: str = _key("https://api.aircall.io/v1", _url)
     requests_per_minute: int = _key(60, _int(1))
+    ai: AiSettings = _section(AiSettings)
 
 
 @dataclass(frozen=True)
@@ -735,10 +759,17 @@ class TaskFields:
     hour_of_day: str = _key("aircall__Hour_of_the_day__c", _api_name(required=False))
     connection_status: str = _key("aircall__Connection_status__c", _api_name(required=False))
     has_connected: str = _key("aircall__Has_connected__c", _api_name(required=False))
+    # R-AI-4: optional Task fields for the AI insights (default empty: the Description's part only).
+    ai_summary: str = _key("", _api_name(required=False), shown=False)
+    ai_topics: str = _key("", _api_name(required=False), shown=False)
+    ai_sentiment: str = _key("", _api_name(required=False), shown=False)
+    ai_action_items: str = _key("", _api_name(required=False), shown=False)
+    ai_transcription: str = _key("", _api_name(required=False), shown=False)
 
-    def enabled(self) -> dict[str, str]:
-        """Setting key → API name, for the fields that are not turned off."""
-        return _enabled_fields(self)
+    def enabled(self, ai: bool = False) -> dict[str, str]:
+        """Setting key → API name, for the fields that are not turned off; the ``ai_*`` ones only with
+        ``ai`` (``aircall.ai.enabled``)."""
+        return _enabled_fields(self, ai)
 
 
 @dataclass(frozen=True)
@@ -826,10 +857,18 @@ class VoiceFields:
     comments: str = _key("aircall__Comments__c", _api_name(required=False))
     assigned_to: str = _key("aircall__Assigned_To__c", _api_name(required=False))
     answered_by: str = _key("aircall__Answered_By__c", _api_name(required=False))
+    # R-AI-4: the AI insights (our names, not confirmed against Aircall's package; written only when
+    # aircall.ai.enabled).
+    ai_summary: str = _key("aircall__AI_Summary__c", _api_name(required=False), shown=False)
+    ai_topics: str = _key("aircall__AI_Topics__c", _api_name(required=False), shown=False)
+    ai_sentiment: str = _key("aircall__AI_Sentiment__c", _api_name(required=False), shown=False)
+    ai_action_items: str = _key("aircall__AI_Action_Items__c", _api_name(required=False), shown=False)
+    ai_transcription: str = _key("aircall__AI_Transcription__c", _api_name(required=False), shown=False)
 
-    def enabled(self) -> dict[str, str]:
-        """Setting key → API name, for the fields that are not turned off."""
-        return _enabled_fields(self)
+    def enabled(self, ai: bool = False) -> dict[str, str]:
+        """Setting key → API name, for the fields that are not turned off; the ``ai_*`` ones only with
+        ``ai`` (``aircall.ai.enabled``)."""
+        return _enabled_fields(self, ai)
 
 
 @dataclass(frozen=True)
@@ -1186,6 +1225,10 @@ def _read_aircall(ctx: _Context, raw: Any) -> AircallSettings:
     if isinstance(raw, dict) or raw is _UNSET_TABLE:
         ctx.required(settings, "aircall", "api_id")
         ctx.required(settings, "aircall", "api_token")
+    settle = settings.ai.settle
+    if "aircall.ai.settle" not in ctx.bad and settle > dt.timedelta(days=30):
+        ctx.problem("aircall.ai.settle", f"expected a duration of at most \"30d\" (Aircall produces its AI data "
+                                         f"minutes after a call), got {_span(settle)}")
     return settings
 
 

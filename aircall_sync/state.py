@@ -57,6 +57,7 @@ __all__ = [
     "WRITTEN",
     "BackfillProgress",
     "Failure",
+    "InsightState",
     "LockInfo",
     "Migration",
     "RecordState",
@@ -242,10 +243,29 @@ CREATE TABLE messages (
 );
 """
 
+# AI insights (RULES §8): per call and insight, what Aircall said. ``found`` keeps the insight's text
+# (R-AI-3), so that re-writing a call (a tag added later) needs no request and an unchanged insight costs
+# nothing; ``none`` is final (a 404 once the call settled, R-AI-1): the insight is never asked for again;
+# ``asked`` is a 404 before that, asked again by a later run. ``asked_at`` is the last time Aircall was
+# asked (or an event carried it).
+_SCHEMA_4 = """
+CREATE TABLE insights (
+    call_id    INTEGER NOT NULL CHECK (typeof(call_id) = 'integer' AND call_id > 0),
+    kind       TEXT    NOT NULL CHECK (kind IN ('summary', 'topics', 'sentiment', 'action_items',
+                                                'transcription')),
+    status     TEXT    NOT NULL CHECK (status IN ('found', 'none', 'asked')),
+    text       TEXT    CHECK ((status = 'found') = (text IS NOT NULL)),
+    asked_at   TEXT    NOT NULL,
+    updated_at TEXT    NOT NULL,
+    PRIMARY KEY (call_id, kind)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: list[Migration] = [
     _SCHEMA_1,
     _SCHEMA_2,
     _SCHEMA_3,
+    _SCHEMA_4,
 ]
 """Schema migrations; entry ``n`` takes ``PRAGMA user_version`` from ``n`` to ``n+1``.
 
@@ -334,6 +354,25 @@ class Failure:
         if self.call_id < 0:
             return f"message {self.message_id or '(unknown id)'}"
         return f"call {self.call_id}"
+
+
+@dataclass(frozen=True)
+class InsightState:
+    """What the state knows of one AI insight of one call (schema 4, RULES §8)."""
+
+    kind: str
+    status: Literal["found", "none", "asked"]
+    text: str | None  # found: the insight's text (R-AI-3)
+    asked_at: datetime
+
+    @property
+    def found(self) -> bool:
+        return self.status == "found"
+
+    @property
+    def final(self) -> bool:
+        """Nothing more to ask Aircall for: found, or known not to exist."""
+        return self.status in ("found", "none")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -932,6 +971,61 @@ class State:
                 marks = ",".join("?" * len(chunk))
                 out.update(conn.execute(f"SELECT key, message_id FROM messages WHERE key IN ({marks})", chunk))
         return out
+
+    # ---------------------------------------------------------------- AI insights (RULES §8)
+
+    @_db
+    def get_insights(self, call_ids: Iterable[int]) -> dict[int, dict[str, InsightState]]:
+        """Call id -> insight kind -> what is known (calls with nothing known are absent)."""
+        ids = sorted({_call_id(c) for c in call_ids if isinstance(c, int) and c > 0})
+        out: dict[int, dict[str, InsightState]] = {}
+        with self._txn(write=False) as conn:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                for call_id, kind, status, text, asked_at in conn.execute(
+                    f"SELECT call_id, kind, status, text, asked_at FROM insights WHERE call_id IN ({marks})", chunk,
+                ):
+                    out.setdefault(call_id, {})[kind] = InsightState(kind, status, text, _parse_ts(asked_at))
+        return out
+
+    @_db
+    def put_insights(self, items: Iterable[tuple[int, str, str, str | None]],
+                     at: datetime | None = None) -> set[int]:
+        """Record ``(call_id, kind, status, text)``: ``found`` with its text, ``none``, or ``asked``.
+
+        An insight found is never taken back by a later ``none`` or ``asked`` (Aircall does not delete
+        them; a 404 then is a glitch), and ``asked`` never undoes a final ``none``. Returns the calls whose
+        found text is new or changed: the only ones whose records must be written again.
+        """
+        when = _ts(at or _now())
+        rows = []
+        for call_id, kind, status, text in items:
+            if status not in ("found", "none", "asked"):
+                raise ValueError(f"unknown insight status {status!r}")
+            if (status == "found") != (text is not None):
+                raise ValueError("an insight found has a text, and only then")
+            rows.append((_call_id(call_id), _name(kind, "insight kind"), status, text))
+        if not rows:
+            return set()
+        changed: set[int] = set()
+        with self._txn(write=True) as conn:
+            for call_id, kind, status, text in rows:
+                row = conn.execute("SELECT status, text FROM insights WHERE call_id = ? AND kind = ?",
+                                   (call_id, kind)).fetchone()
+                if row is not None and row[0] == "found" and status != "found":
+                    status, text = "found", row[1]  # kept; only asked_at moves
+                elif row is not None and row[0] == "none" and status == "asked":
+                    status = "none"
+                if status == "found" and (row is None or row[1] != text):
+                    changed.add(call_id)
+                conn.execute(
+                    "INSERT INTO insights (call_id, kind, status, text, asked_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (call_id, kind) DO UPDATE SET status = excluded.status, text = excluded.text, "
+                    "asked_at = excluded.asked_at, updated_at = CASE WHEN insights.status = excluded.status AND "
+                    "insights.text IS excluded.text THEN insights.updated_at ELSE excluded.updated_at END",
+                    (call_id, kind, status, text, when, when),
+                )
+        return changed
 
     # ---------------------------------------------------------------- posted extras
 

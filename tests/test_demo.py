@@ -39,6 +39,11 @@ def test_demo_live_logs_each_placed_call_within_seconds_and_stops_serve_cleanly(
     # RULES §7: messages, only seen through webhooks, land too.
     assert len(re.findall(r"  message \w+ \(inbound SMS\): Task 00T\w+ \"SMS received from .+\", [\d.]+ s after", out)) == 1
     assert len(re.findall(r"  message \w+ \(outbound WhatsApp\): Task 00T\w+ \"WhatsApp sent .+\"", out)) == 1
+    # RULES §8: the first call's AI summary lands in its Task, after its summary.created event.
+    [ai] = re.findall(r"  call (\d+): Task (00T\w+) now holds the AI summary \"(.+)\", ([\d.]+) s after Aircall "
+                      r"delivered summary.created", out)
+    assert float(ai[3]) < 10 and len(ai[2]) > 20
+    assert "no AI summary" not in out
     assert "serve stopped on SIGTERM (exit 0)." in out
 
 

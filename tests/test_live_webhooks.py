@@ -20,7 +20,7 @@ from conftest import write_settings
 from live_helpers import ServeProcess, wait_for
 from typer.testing import CliRunner
 
-from aircall_sync.aircall.webhooks import CALL_EVENTS, MESSAGE_EVENTS
+from aircall_sync.aircall.webhooks import AI_EVENTS, CALL_EVENTS, MESSAGE_EVENTS
 from aircall_sync.cli import app
 from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
 from aircall_sync.sandbox.tls import ensure_tls_files
@@ -96,6 +96,40 @@ def test_no_message_events_when_no_target_logs_messages(box, tmp_path):
     assert result.exit_code == 0, result.output
     [hook] = ours(box)
     assert set(hook.events) == set(CALL_EVENTS) and len(hook.events) == 9
+
+
+def test_R_AI_1_the_ai_events_are_subscribed_when_ai_is_on(box, tmp_path):
+    """DESIGN §10: the five AI *.created events when aircall.ai.enabled: install subscribes them, check names them
+    when missing, and serve's look at its webhook adds them back (with the full list)."""
+    from aircall_sync.live.reconcile import Maintenance
+    from aircall_sync.settings import load_settings
+
+    config = config_for(box, tmp_path)
+    assert run(config, "webhooks", "install", "--url", PUBLIC).exit_code == 0  # AI off: 15 events
+    [hook] = ours(box)
+    assert not set(AI_EVENTS) & set(hook.events)
+    text = config.read_text().replace("[aircall]\n", "[aircall.ai]\nenabled = true\n\n[aircall]\n", 1)
+    config.write_text(text)
+    bad = run(config, "webhooks", "check")
+    assert bad.exit_code == 2
+    assert (f"the webhook {hook.webhook_id} is not subscribed to transcription.created, summary.created, "
+            "topics.created, sentiment.created, action_item.created") in bad.stderr
+    settings = load_settings(config, environ={"AIRCALL_WEBHOOK_TOKEN": "t"})
+    from aircall_sync.runner import aircall_client
+    from aircall_sync.state import State
+
+    with State.open(tmp_path / "state.sqlite3") as state, aircall_client(settings) as client:
+        result = Maintenance(settings, state, [], client).look_after_webhook()
+    assert result is not None and not result.ok
+    [hook] = ours(box)
+    assert set(hook.events) == set(NEEDED) | set(AI_EVENTS) and len(hook.events) == 20
+    ok = run(config, "webhooks", "check")
+    assert ok.exit_code == 0, ok.output
+    assert run(config, "webhooks", "remove").exit_code == 0
+    fresh = run(config, "webhooks", "install", "--url", PUBLIC)
+    assert fresh.exit_code == 0 and "(20 events: " in fresh.stdout
+    [hook] = ours(box)
+    assert set(AI_EVENTS) <= set(hook.events)
 
 
 def test_list_shows_every_webhook_and_marks_ours_never_a_token(box, tmp_path):

@@ -89,6 +89,10 @@ def attr(obj: Any, path: str) -> Any:
 DEFAULTS = [
     ("aircall.base_url", "https://api.aircall.io/v1"),
     ("aircall.requests_per_minute", 60),
+    # RULES §8 (R-AI-1)
+    ("aircall.ai.enabled", False),
+    ("aircall.ai.min_talk_seconds", 30),
+    ("aircall.ai.settle", dt.timedelta(hours=2)),
     ("sync.timezone", "UTC"),
     ("sync.tzinfo", ZoneInfo("UTC")),
     ("sync.lag", dt.timedelta(minutes=30)),  # R-CALL-5
@@ -143,6 +147,12 @@ DEFAULTS = [
     ("salesforce.task.fields.hour_of_day", "aircall__Hour_of_the_day__c"),
     ("salesforce.task.fields.connection_status", "aircall__Connection_status__c"),
     ("salesforce.task.fields.has_connected", "aircall__Has_connected__c"),
+    # R-AI-4: optional Task fields, off by default
+    ("salesforce.task.fields.ai_summary", ""),
+    ("salesforce.task.fields.ai_topics", ""),
+    ("salesforce.task.fields.ai_sentiment", ""),
+    ("salesforce.task.fields.ai_action_items", ""),
+    ("salesforce.task.fields.ai_transcription", ""),
     # R-CALL-8
     ("salesforce.recording.store", True),
     ("salesforce.recording.where", "field"),
@@ -170,6 +180,12 @@ DEFAULTS = [
     ("salesforce.voice.fields.comments", "aircall__Comments__c"),
     ("salesforce.voice.fields.assigned_to", "aircall__Assigned_To__c"),
     ("salesforce.voice.fields.answered_by", "aircall__Answered_By__c"),
+    # R-AI-4
+    ("salesforce.voice.fields.ai_summary", "aircall__AI_Summary__c"),
+    ("salesforce.voice.fields.ai_topics", "aircall__AI_Topics__c"),
+    ("salesforce.voice.fields.ai_sentiment", "aircall__AI_Sentiment__c"),
+    ("salesforce.voice.fields.ai_action_items", "aircall__AI_Action_Items__c"),
+    ("salesforce.voice.fields.ai_transcription", "aircall__AI_Transcription__c"),
     # Front, R-FRONT-2/3/4
     ("front.enabled", False),
     ("front.base_url", "https://api2.frontapp.com"),
@@ -502,6 +518,46 @@ def test_enabled_field_helpers() -> None:
                             environ={}).salesforce.task.fields
     assert "country" not in fields.enabled() and "timezone" not in fields.enabled()
     assert fields.enabled()["waiting_time"] == "aircall__Waiting_Time__c"
+
+
+def test_R_AI_4_ai_fields_count_only_when_ai_is_on() -> None:
+    """The ai_* keys are written (and checked) only with aircall.ai.enabled: callers ask with ai=."""
+    settings = parse_settings(data(salesforce={"task": {"fields": {"ai_summary": "AI_Summary__c"}},
+                                               "voice": {"fields": {"ai_topics": ""}}}), environ={})
+    task, voice = settings.salesforce.task.fields, settings.salesforce.voice.fields
+    assert "ai_summary" not in task.enabled()
+    assert task.enabled(ai=True)["ai_summary"] == "AI_Summary__c"
+    assert "ai_transcription" not in task.enabled(ai=True)  # "" by default
+    assert not any(k.startswith("ai_") for k in voice.enabled())
+    assert set(k for k in voice.enabled(ai=True) if k.startswith("ai_")) == {
+        "ai_summary", "ai_sentiment", "ai_action_items", "ai_transcription"}
+
+
+def test_ai_field_names_stay_out_of_the_sections_repr() -> None:
+    """Fingerprints hash the settings' repr: the AI keys added nothing to it, so no call is re-planned after an
+    upgrade while AI is off (the AI settings enter the fingerprint on their own when it is on)."""
+    settings = parse_settings(data(salesforce={"task": {"fields": {"ai_summary": "AI_Summary__c"}}}), environ={})
+    assert "ai_" not in repr(settings.salesforce.task) and "AI_Summary__c" not in repr(settings.salesforce.task)
+    assert "ai_summary" not in repr(settings.salesforce.voice.fields)
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("31d", 'aircall.ai.settle: expected a duration of at most "30d" (Aircall produces its AI data minutes after a '
+            'call), got "31d"'),
+    ("soon", 'aircall.ai.settle: expected a duration like "90s", "30m", "24h", "2d" or "1h30m", got "soon"'),
+])
+def test_R_AI_1_settle_is_a_bounded_duration(value: str, problem: str) -> None:
+    assert problems_of(data(aircall={"ai": {"settle": value}})) == [problem]
+
+
+def test_R_AI_1_ai_settings_are_read() -> None:
+    ai = parse_settings(data(aircall={"ai": {"enabled": True, "min_talk_seconds": 60, "settle": "30m"}}),
+                        environ={}).aircall.ai
+    assert (ai.enabled, ai.min_talk_seconds, ai.settle) == (True, 60, dt.timedelta(minutes=30))
+    assert problems_of(data(aircall={"ai": {"min_talk_seconds": -1}})) == [
+        "aircall.ai.min_talk_seconds: expected an integer from 0 to 86400, got -1"]
+    assert problems_of(data(aircall={"ai": {"enable": True}})) == [
+        'aircall.ai.enable: unknown key (did you mean "enabled"?)']
 
 
 # --- subjects (R-SF-SUBJ, R-FRONT-3) -------------------------------------------------------
@@ -1029,12 +1085,13 @@ def test_example_values_are_the_defaults() -> None:
 
 def test_example_with_targets_enabled_loads(tmp_path: Path) -> None:
     text = default_settings_text().replace("enabled = false", "enabled = true")
-    assert text.count("enabled = true") == 2
+    assert text.count("enabled = true") == 3  # [aircall.ai], [salesforce], [front]
     file = tmp_path / "settings.toml"
     file.write_text(text, encoding="utf-8")
     env = {**ENV, "SALESFORCE_ACCESS_TOKEN": "sf", "FRONT_API_TOKEN": "fr"}
     settings = load_settings(file, environ=env)
     assert settings.enabled_targets() == ["salesforce", "front"]
+    assert settings.aircall.ai.enabled
     assert settings.salesforce.access_token.reveal() == "sf"
 
 

@@ -280,7 +280,7 @@ def test_a_schema_2_file_gains_the_message_table_and_keeps_its_data(path: Path, 
                          "VALUES ('d', 'message.sent', 'message', 'SM1', 1, '2026-01-01T00:00:00.000000Z', '{}')")
     monkeypatch.undo()
     with State.open(path) as s:
-        assert s.schema_version == 3
+        assert s.schema_version == len(state_mod.MIGRATIONS)
         assert s.get_record(7, "salesforce").crm_ids == {"Task": "00T7"}
         assert [(f.call_id, f.label) for f in s.failures()] == [(8, "call 8")]
         with s.sql(write=False) as conn:
@@ -290,6 +290,58 @@ def test_a_schema_2_file_gains_the_message_table_and_keeps_its_data(path: Path, 
         s.record_failure(key, "salesforce", "Task", "FIELD_CUSTOM_VALIDATION_EXCEPTION", "no", None)
         assert s.message_ids([key, 7]) == {key: "SM1"}
         assert [f.label for f in s.failures()][0] == "message SM1"
+
+
+def test_a_schema_3_file_gains_the_insights_table_and_keeps_its_data(path: Path, monkeypatch) -> None:
+    """Issue 13 (RULES §8): schema 4 adds the AI insights of each call; records, posted extras, messages and
+    the inbox of a schema-3 file are kept."""
+    monkeypatch.setattr(state_mod, "MIGRATIONS", state_mod.MIGRATIONS[:3])
+    with State.open(path) as s:
+        assert s.schema_version == 3
+        s.mark_written([(7, "front", {"contact": "crd_7"}, "h7")])
+        s.mark_posted([(7, "front", "comment:1")])
+        s.remember_messages([(-5, "SM5", None)])
+        with s.sql(write=True) as conn:
+            conn.execute("INSERT INTO events (dedupe, event, kind, object_id, event_ms, received_at, body) "
+                         "VALUES ('d', 'summary.created', 'insight', '7', 1, '2026-01-01T00:00:00.000000Z', '{}')")
+    monkeypatch.undo()
+    with State.open(path) as s:
+        assert s.schema_version == 4 == len(state_mod.MIGRATIONS)
+        assert s.get_record(7, "front").crm_ids == {"contact": "crd_7"}
+        assert s.posted_keys(7, "front") == {"comment:1"}
+        assert s.message_ids([-5]) == {-5: "SM5"}
+        with s.sql(write=False) as conn:
+            assert conn.execute("SELECT event, object_id FROM events").fetchall() == [("summary.created", "7")]
+        assert s.get_insights([7]) == {}
+        assert s.put_insights([(7, "summary", "found", "A summary.")]) == {7}
+        assert s.get_insights([7])[7]["summary"].text == "A summary."
+
+
+def test_insights_found_none_and_asked(st: State) -> None:
+    state = st
+    """RULES R-AI-1: found keeps its text and is never taken back; none is final; asked moves asked_at only.
+    put_insights says which calls' found texts changed (an unchanged insight costs nothing downstream)."""
+    t0 = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert state.put_insights([(1, "summary", "asked", None), (1, "topics", "none", None),
+                               (2, "sentiment", "found", "Positive")], at=t0) == {2}
+    known = state.get_insights([1, 2, 3])
+    assert set(known) == {1, 2}
+    assert (known[1]["summary"].status, known[1]["summary"].final, known[1]["summary"].asked_at) == ("asked", False, t0)
+    assert known[1]["topics"].final and not known[1]["topics"].found
+    assert known[2]["sentiment"].found and known[2]["sentiment"].text == "Positive"
+    t1 = t0 + timedelta(hours=1)
+    # The same text again: not a change. A 404 after it was found: kept. "asked" after "none": stays none.
+    assert state.put_insights([(2, "sentiment", "found", "Positive"), (2, "sentiment", "asked", None),
+                               (1, "topics", "asked", None)], at=t1) == set()
+    known = state.get_insights([1, 2])
+    assert known[2]["sentiment"].text == "Positive" and known[2]["sentiment"].asked_at == t1
+    assert known[1]["topics"].status == "none"
+    assert state.put_insights([(1, "summary", "found", "Called about billing."),
+                               (2, "sentiment", "found", "Negative")], at=t1) == {1, 2}
+    with pytest.raises(ValueError):
+        state.put_insights([(1, "summary", "found", None)])
+    with pytest.raises(ValueError):
+        state.put_insights([(1, "summary", "maybe", None)])
 
 
 def test_message_keys_are_negative_stable_and_distinct() -> None:

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 
@@ -196,6 +197,28 @@ class AircallClient:
     def get_call(self, call_id: int) -> dict:
         params = {"fetch_contact": "true", **({"fetch_short_urls": "true"} if self.fetch_short_urls else {})}
         return self._get(f"/calls/{int(call_id)}", params).get("call") or {}
+
+    def get_insight(self, call_id: int, endpoint: str) -> tuple[int, Any]:
+        """``GET /v1/calls/:id/{endpoint}``, one of the five AI insights (reference aircall-live.md §3.1),
+        paced and retried as every other request: ``(200, body)``, ``(404, None)`` (no such content for this
+        call, §3.4) or ``(403, None)`` (the company has no AI package: not a credentials problem here).
+        Any other refusal raises ``AircallApiError``; 401 is the credentials' ``CredentialsError``."""
+        path = f"/calls/{int(call_id)}/{endpoint}"
+        response = send(self._http, "GET", f"{self.base_url}{path}", service="Aircall", pacer=self.pacer,
+                        policy=self.retry, stats=self.stats, rate_limit_wait=self._rate_limit_wait)
+        status = response.status_code
+        if status in (403, 404):
+            return status, None
+        if status == 401:
+            raise CredentialsError("Aircall refused the credentials (HTTP 401): check aircall.api_id and "
+                                   "aircall.api_token (Dashboard > Integrations & API > API Keys)")
+        if status >= 400:
+            raise AircallApiError(f"Aircall answered HTTP {status} for GET {path}: {_error_text(response)}", status)
+        try:
+            body = response.json()
+        except ValueError:
+            raise ServiceError(f"Aircall answered GET {path} with a body that is not JSON") from None
+        return status, body
 
     def get_number(self, number_id: int) -> dict:
         """``GET /v1/numbers/:id``: an Aircall number (its ``name`` titles message Tasks, R-MSG-4)."""

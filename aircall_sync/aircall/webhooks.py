@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from aircall_sync.aircall.client import AircallApiError, AircallClient
 from aircall_sync.errors import ServiceError
 
-__all__ = ["AircallApiError", "CALL_EVENTS", "MESSAGE_EVENTS", "Webhook", "WebhookCheck", "check", "create", "find_ours", "list_webhooks",
+__all__ = ["AI_EVENTS", "AircallApiError", "CALL_EVENTS", "MESSAGE_EVENTS", "Webhook", "WebhookCheck", "check", "create", "find_ours", "list_webhooks",
            "logs_messages", "needed_events", "remove", "repair"]
 
 # DESIGN §10: what serve needs to log a call and what changes on it after it ends.
@@ -50,6 +50,15 @@ MESSAGE_EVENTS = (
     "group_message.status_updated",
 )
 
+# RULES §8: an AI insight of a call exists (reference aircall-live.md §3.5), subscribed when aircall.ai.enabled.
+AI_EVENTS = (
+    "transcription.created",
+    "summary.created",
+    "topics.created",
+    "sentiment.created",
+    "action_item.created",
+)
+
 CUSTOM_NAME = "aircall-sync"
 
 
@@ -59,9 +68,10 @@ def logs_messages(settings) -> bool:
 
 
 def needed_events(settings) -> tuple[str, ...]:
-    """The events ``serve`` needs with these settings, in a stable order: the call events, and the message
-    events when a target logs messages (DESIGN §10)."""
-    return CALL_EVENTS + (MESSAGE_EVENTS if logs_messages(settings) else ())
+    """The events ``serve`` needs with these settings, in a stable order: the call events, the message
+    events when a target logs messages, the five AI events when ``aircall.ai.enabled`` (DESIGN §10)."""
+    return (CALL_EVENTS + (MESSAGE_EVENTS if logs_messages(settings) else ())
+            + (AI_EVENTS if settings.aircall.ai.enabled else ()))
 
 
 @dataclass(frozen=True)

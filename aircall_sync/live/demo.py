@@ -4,7 +4,9 @@ The sandbox's Aircall places a call of every kind, one after the other, and
 delivers its webhook events (at least once, sometimes twice, in any order) to
 a ``serve`` process started for the demo. Each call is printed when its record
 lands in the emulated org, with the delay from the moment Aircall delivered
-the event that ended it. No credentials; nothing leaves the machine.
+the event that ended it. Then two messages, and the AI summary of the first
+call (its Aircall AI insights come minutes after the call, RULES §8). No
+credentials; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from aircall_sync.errors import ServiceError
 
 __all__ = ["DEMO_CALLS", "run_live_demo"]
 
-# One call of each kind the rules tell apart (RULES §1-2), then a repeat caller.
+# One call of each kind the rules tell apart (RULES §1-2), then a repeat caller. The first talks long enough for
+# Aircall AI (the emulator's threshold is 60 s): its summary lands later (RULES §8).
+AI_TALK_S = 90
 DEMO_CALLS = (
-    dict(kind="inbound_answered", tags=("VIP",), comments=("Wants the annual plan",)),
+    dict(kind="inbound_answered", tags=("VIP",), comments=("Wants the annual plan",), talk_s=AI_TALK_S),
     dict(kind="outbound_answered", recording=True),
     dict(kind="missed", missed_call_reason="agents_did_not_answer"),
     dict(kind="voicemail"),
@@ -56,12 +60,14 @@ def run_live_demo(out: IO[str], *, seed: int = 1, mode: str = "task", calls: int
     with tempfile.TemporaryDirectory(prefix="aircall-sync-demo-live-") as tmp, \
             Sandbox(SandboxOptions(calls=calls, seed=seed, days=2, live=True, time_scale=TIME_SCALE,
                                    webhook_delivery=delivery, front=False)) as box:
-        from aircall_sync.sandbox.aircall_webhooks import CALL_EVENTS, MESSAGE_EVENTS
+        from aircall_sync.sandbox.aircall_webhooks import AI_EVENTS, CALL_EVENTS, MESSAGE_EVENTS
 
         port = _free_port(box.options.host)
-        receiver = box.register_receiver(port, events=CALL_EVENTS + MESSAGE_EVENTS)
+        receiver = box.register_receiver(port, events=CALL_EVENTS + MESSAGE_EVENTS + AI_EVENTS)
         config = Path(tmp) / "settings.toml"
-        config.write_text(box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode, live=receiver), "utf-8")
+        # Aircall AI on (RULES §8): the emulated company has the AI package.
+        config.write_text(box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode, live=receiver)
+                          + "\n[aircall.ai]\nenabled = true\n", "utf-8")
         say(f"{BANNER}.\nAircall's webhook points at {receiver['public_url']}; starting `aircall-sync serve` there.")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRCALL_SYNC_")}
         serve = subprocess.Popen([sys.executable, "-m", "aircall_sync", "--quiet", "--config", str(config), "serve"],
@@ -74,6 +80,9 @@ def run_live_demo(out: IO[str], *, seed: int = 1, mode: str = "task", calls: int
             first = _place_and_watch(box, say, mode)
             say("\nMessages exist only as webhook events (Aircall's API lists none): two are sent now.")
             _send_and_watch_messages(box, say)
+            say("\nAircall AI produces a summary, topics, a sentiment and action items minutes after a call; "
+                "the first call's land in its record:")
+            _watch_ai_summary(box, say, mode, next((c.id for c in box.traffic.placed if c.spec.talk_s == AI_TALK_S), None))
             box.wait_idle(timeout=60, finalize=False)  # the tags, comments and recordings that come later
             _wait_drained(f"http://{box.options.host}:{port}/readyz")
             _summary(box, say, mode, first)
@@ -128,7 +137,7 @@ def _place_and_watch(box, say, mode: str) -> dict[int, str]:
     now = box.live_clock.now()
     placed: dict[int, dict] = {}
     for i, spec in enumerate(DEMO_CALLS):
-        call_id = box.traffic.place(at=now + 8 * i, talk_s=40, **spec)
+        call_id = box.traffic.place(at=now + 8 * i, **{"talk_s": 40, **spec})
         placed[call_id] = spec
     ended_seen: dict[int, float] = {}  # when the event that ended it was delivered (real time)
     shown: dict[int, str] = {}
@@ -181,6 +190,43 @@ def _send_and_watch_messages(box, say) -> None:
     for message_id in sent:
         if message_id not in shown:
             say(f"  message {message_id}: not logged within a minute (see `aircall-sync status`)")
+
+
+def _watch_ai_summary(box, say, mode: str, call_id: int | None) -> None:
+    """The first call's AI summary, printed when it is in its record (R-AI-4), with the delay after Aircall
+    delivered ``summary.created``."""
+    if call_id is None:
+        return
+    obj, key = ("aircall__Aircall_Voice__c", "aircall__Call_Id__c") if mode == "voice" else ("Task", "CallObject")
+    delivered: float | None = None
+    seen_log = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        log = box.webhook_delivery.log
+        for record in log[seen_log:]:
+            if record.call_id == call_id and record.event == "summary.created" and record.status == 200:
+                delivered = delivered or time.monotonic()
+        seen_log = len(log)
+        record = next((r for r in box.sf_store.records(obj) if str(r.get(key)) == str(call_id)), None)
+        summary = _summary_of(record, mode) if record else None
+        if summary and delivered is not None:
+            say(f"  call {call_id}: {obj} {record['Id']} now holds the AI summary \"{_short(summary)}\", "
+                f"{time.monotonic() - delivered:.1f} s after Aircall delivered summary.created")
+            return
+        time.sleep(0.05)
+    say(f"  call {call_id}: no AI summary within 2 minutes (see `aircall-sync status`)")
+
+
+def _summary_of(record: dict, mode: str) -> str | None:
+    if mode == "voice":
+        return record.get("aircall__AI_Summary__c") or None
+    description = record.get("Description") or ""
+    marker = "AI insights:\nSummary: "
+    return description.split(marker, 1)[1].split("\n", 1)[0] if marker in description else None
+
+
+def _short(text: str, limit: int = 90) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _describe(record: dict) -> str:

@@ -214,13 +214,31 @@ def comment_body(comment: Comment) -> str:
     return comment.content
 
 
-def fingerprint(call: Call, settings) -> str:
+#: R-FRONT-5 tracking key of the AI summary's comment: one per call, posted once (R-AI-4).
+AI_COMMENT_KEY = "ai-summary"
+
+
+def ai_comment_body(call: Call, summary: str, settings) -> str:
+    """R-AI-4: the Front comment of a call's AI summary, ``AI summary of the call of {date}:`` then the summary.
+
+    **decision**: ``{date}`` is the call's start in its Aircall number's time zone (else ``sync.timezone``),
+    ``YYYY-MM-DD HH:MM (zone)``; the comment holds the summary only (topics, sentiment and action items come
+    as separate events in live mode, and a comment is posted once).
+    """
+    zone = rules.zone_for(call, settings.sync.tzinfo)
+    when = call.started_at.astimezone(zone)
+    return f"AI summary of the call of {when:%Y-%m-%d %H:%M} ({zone.key}):\n{summary}"
+
+
+def fingerprint(call: Call, settings, insights=None) -> str:
     payload = [call.direction, call.status, call.answered_at and int(call.answered_at.timestamp()),
                call.ended_at and int(call.ended_at.timestamp()), call.raw_digits, call.asset,
                bool(call.recording), bool(call.voicemail), call.recording_short_url, call.voicemail_short_url,
                [(c.id, c.content) for c in call.comments],
                (rules.answered_by(call).email or "").lower() if rules.answered_by(call) else None,
                settings.derived(_shaping_settings)]
+    if settings.aircall.ai.enabled:
+        payload.append(["ai", insights.summary if insights else None])  # R-AI-4: the summary's comment
     return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()[:32]
 
 
@@ -239,6 +257,8 @@ class FrontItem:
     fingerprint: str
     imports: list[Activity] = field(default_factory=list)
     comments: list[Comment] = field(default_factory=list)
+    #: R-AI-4: the AI summary's comment, when it is to be posted (once).
+    ai_comment: str | None = None
     outcome: Outcome | None = None
 
 
@@ -308,7 +328,8 @@ class FrontTarget:
         posted = self.state.get_posted(ids, TARGET)
         out: list[FrontItem] = []
         for a in items:
-            print_ = message_fingerprint(a, self.settings) if a.call is None else fingerprint(a.call, self.settings)
+            print_ = (message_fingerprint(a, self.settings) if a.call is None
+                      else fingerprint(a.call, self.settings, a.insights))
             item = FrontItem(a, print_)
             decision = a.decisions[TARGET]
             record = known.get(a.key)
@@ -331,7 +352,10 @@ class FrontTarget:
                 item.imports = activities(a.call, a, self.settings, done)
                 item.comments = [c for c in sorted(a.call.comments, key=lambda c: (c.posted_at is None, c.posted_at))
                                  if comment_key(c) not in posted.get(a.call.id, set()) and c.content.strip()]
-                if not item.imports and not item.comments:
+                summary = a.insights.summary if a.insights and self.settings.aircall.ai.enabled else None
+                if summary and AI_COMMENT_KEY not in posted.get(a.call.id, set()):
+                    item.ai_comment = ai_comment_body(a.call, summary, self.settings)
+                if not item.imports and not item.comments and not item.ai_comment:
                     item.outcome = Outcome(a.call.id, TARGET, "unchanged",
                                            records=dict(record.crm_ids) if record else {},
                                            fingerprint=item.fingerprint)
@@ -396,6 +420,10 @@ class FrontTarget:
                 changes.append(Change(a.call.id, TARGET, "comment", Action.CREATE,
                                       fields={"body": comment_body(comment),
                                               "author_id": self.teammates.get(author) or "(the API user)"}))
+            if item.ai_comment:
+                changes.append(Change(a.call.id, TARGET, "comment", Action.CREATE,
+                                      fields={"body": item.ai_comment, "author_id": "(the API user)"},
+                                      note="R-AI-4: the call's AI summary, posted once"))
         return changes
 
     # ------------------------------------------------------------ apply
@@ -551,7 +579,7 @@ class FrontTarget:
                 info["this_run"] = True
                 self._opened.add(uid)
             self._posted.extend((call.id, TARGET, f"activity:{p}") for p in activity.parts)
-        if item.comments:
+        if item.comments or item.ai_comment:
             conversation_id = self._resolve(info)
             if conversation_id is None:
                 raise FrontError("Front has not finished importing the call's message; its comments will be "
@@ -565,6 +593,11 @@ class FrontTarget:
                     author = (comment.posted_by.email or "").lower() if comment.posted_by else ""
                     self.client.add_comment(conversation_id, comment_body(comment), self.teammates.get(author))
                 self._posted.append((call.id, TARGET, comment_key(comment)))
+            if item.ai_comment:
+                # R-AI-4: by the API user (no author_id), once (R-FRONT-5 tracking).
+                if item.ai_comment not in existing:
+                    self.client.add_comment(conversation_id, item.ai_comment, None)
+                self._posted.append((call.id, TARGET, AI_COMMENT_KEY))
         records = {"contact": info["contact_id"]}
         if info.get("conversation_id"):
             records["conversation"] = info["conversation_id"]

@@ -105,11 +105,13 @@ class Batch:
         return out
 
 
-def fingerprint(call: Call, settings) -> str:
+def fingerprint(call: Call, settings, insights=None) -> str:
     """What the Task depends on, hashed: the call's loggable content and the settings that shape it.
 
     Media URLs that are re-signed on every read (``recording``, ``voicemail``)
-    count only by presence; ``asset`` and short URLs are stable.
+    count only by presence; ``asset`` and short URLs are stable. With AI on, the
+    insights this target writes (R-AI-4) count too: one arriving later re-writes
+    the call in place (R-FLOW-3), an unchanged one costs nothing.
     """
     payload = {
         "call": [call.direction, call.status, _ts(call.started_at), _ts(call.answered_at), _ts(call.ended_at),
@@ -124,7 +126,31 @@ def fingerprint(call: Call, settings) -> str:
         "comments": [[c.content, _ts(c.posted_at), _person(c.posted_by)] for c in call.comments],
         "settings": settings.derived(_shaping_settings),
     }
+    if settings.aircall.ai.enabled:
+        # Absent while AI is off: turning it on re-plans the calls, an upgrade with it off does not.
+        written = settings.derived(ai_kinds_written)
+        payload["ai"] = [{k: insights.get(k) for k in written if insights and insights.get(k)},
+                         settings.derived(_ai_settings)]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def ai_kinds_written(settings) -> tuple[str, ...]:
+    """R-AI-4: the insights Salesforce writes in this mode: in mode task the Description's four and the
+    transcription when a Task field holds it; in mode voice those with an Aircall Voice field."""
+    from aircall_sync.aircall.insights import KINDS
+
+    sf = settings.salesforce
+    if sf.mode == "voice":
+        fields = sf.voice.fields.enabled(ai=True)
+        return tuple(k for k in KINDS if f"ai_{k}" in fields)
+    fields = sf.task.fields.enabled(ai=True)
+    return tuple(k for k in KINDS if k != "transcription" or "ai_transcription" in fields)
+
+
+def _ai_settings(settings) -> str:
+    sf = settings.salesforce
+    fields = sf.voice.fields.enabled(ai=True) if sf.mode == "voice" else sf.task.fields.enabled(ai=True)
+    return repr(sorted((k, v) for k, v in fields.items() if k.startswith("ai_")))
 
 
 def _shaping_settings(settings) -> str:
@@ -154,6 +180,7 @@ class SalesforceTaskTarget:
         self.org = org
         self.state = state
         self.task_fields: frozenset[str] | None = None
+        self.task_lengths: dict[str, int] | None = None  # lower-cased Task field -> length (R-AI-4 cuts)
         self.checkboxes: frozenset[str] = frozenset()
         self.person_accounts = False
         self._matches: dict[str, Match | None] = {}
@@ -171,6 +198,7 @@ class SalesforceTaskTarget:
         if not task:
             raise OrgMismatchError("the Salesforce user cannot see the Task object; grant it read/create on Task")
         self.task_fields = frozenset(f["name"] for f in task.get("fields", []))
+        self.task_lengths = _lengths(task)
         # Checkboxes are never null in Salesforce: an absent value is not a value to clear.
         self.checkboxes = frozenset(f["name"] for f in task.get("fields", []) if f.get("type") == "boolean")
         account = described.get("Account") or {}
@@ -207,7 +235,8 @@ class SalesforceTaskTarget:
         plans: list[CallPlan] = []
         todo: list[CallPlan] = []
         for a in items:
-            print_ = message_fingerprint(a, self.settings) if a.call is None else fingerprint(a.call, self.settings)
+            print_ = (message_fingerprint(a, self.settings) if a.call is None
+                      else fingerprint(a.call, self.settings, a.insights))
             plan = CallPlan(a, print_)
             decision = a.decisions[TARGET]
             record = known.get(a.key)
@@ -309,6 +338,7 @@ class SalesforceTaskTarget:
             users_by_email={k: v for k, v in self._users.items() if v is not None},
             integration_user_id=self.org.user_id or "",
             task_fields=self.task_fields,
+            field_lengths=self.task_lengths,
         )
         draft = build_task(call, a, ctx, self.settings)
         for warning in draft.warnings:
@@ -556,7 +586,9 @@ class SalesforceTaskTarget:
     def _task_read_fields(self) -> set[str]:
         names = {"Id", "CallObject", "CreatedDate", "Subject", "Status", "ActivityDate", "CallType",
                  "CallDurationInSeconds", "CallDisposition", "Description", "WhoId", "WhatId", "OwnerId", "Type"}
-        names |= set(self.sf.task.fields.enabled().values())
+        # The AI fields are read (to compare) but never cleared (_clearable_task_fields): an insight not
+        # known this time is not an insight gone.
+        names |= set(self.sf.task.fields.enabled(ai=self.settings.aircall.ai.enabled).values())
         if self.sf.task.record_type_id:
             names.add("RecordTypeId")
         if self.task_fields is not None:
@@ -788,6 +820,13 @@ class SalesforceTaskTarget:
             self.state.clear_failures([w[0] for w in written], TARGET)
 
 
+def _lengths(described: Mapping[str, Any]) -> dict[str, int]:
+    """Lower-cased field name -> length, for the text fields of a describe (what R-AI-4 cuts to)."""
+    return {str(f["name"]).lower(): int(f["length"]) for f in described.get("fields", [])
+            if isinstance(f.get("length"), int) and f.get("length") > 0
+            and f.get("type") in ("string", "textarea", "email", "url", "phone", "picklist", "multipicklist")}
+
+
 def _flat(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k not in ("attributes", "id")}
 
@@ -832,10 +871,11 @@ def check_org(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
         if name.lower() not in fields:
             problems.append(f"Task.{name} is missing or hidden: the call fields come with Salesforce CRM Call Center; "
                             "check the API user's field-level security")
-    for key, api_name in sf.task.fields.enabled().items():
+    for key, api_name in sf.task.fields.enabled(ai=settings.aircall.ai.enabled).items():
         if api_name.lower() not in fields:
             problems.append(f"Task.{api_name} (salesforce.task.fields.{key}) does not exist or is hidden: create it, "
-                            f"or set salesforce.task.fields.{key} = \"\" to stop writing it")
+                            f"or set salesforce.task.fields.{key} = \"\" to stop writing it"
+                            + (" (R-AI-4)" if key.startswith("ai_") else ""))
     if sf.task.record_type_id and "recordtypeid" not in fields:
         problems.append("Task has no record types but salesforce.task.record_type_id is set; set it to \"\"")
     account = described.get("Account") or {}
@@ -893,10 +933,12 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
                 "package, or set salesforce.voice.aircall_voice_object to the org's Aircall Voice object")
         self.voice_call_fields = frozenset(f["name"] for f in voice_call.get("fields", []))
         self.voice_object_fields = frozenset(f["name"] for f in custom.get("fields", []))
+        self.voice_object_lengths = _lengths(custom)
         self.checkboxes = frozenset(f["name"] for f in custom.get("fields", []) if f.get("type") == "boolean")
         account = described.get("Account") or {}
         self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
-        self._ctx = lambda match: VoiceContext(match, self.voice_call_fields, self.voice_object_fields)
+        self._ctx = lambda match: VoiceContext(match, self.voice_call_fields, self.voice_object_fields,
+                                               self.voice_object_lengths)
 
     def _load_users(self, plans) -> None:
         # R-SF-OWNER is a Task rule: voice records keep the integration user; messages are Tasks (R-MSG-4).
@@ -929,7 +971,8 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         key = self._key_field()
         vc_fields = sorted({"Id", "VendorCallKey", "RelatedRecordId", "CreatedDate"}
                            | ({self._link_field()} - {None}))
-        av_fields = sorted({"Id", key, "CreatedDate"} | {f for f in self.sf.voice.fields.enabled().values()
+        enabled = self.sf.voice.fields.enabled(ai=self.settings.aircall.ai.enabled)
+        av_fields = sorted({"Id", key, "CreatedDate"} | {f for f in enabled.values()
                                                           if f.lower() in {n.lower() for n in self.voice_object_fields}})
         av_fields = [self._org_name(f, self.voice_object_fields) for f in av_fields]
         vc_rows, av_rows = self.org.queries([
@@ -970,7 +1013,8 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
             existing = current.get("Voice")
             desired = dict(draft.aircall_voice)
             if existing is not None:
-                # Tags removed, unassigned, re-matched to another record type: empty means clear it.
+                # Tags removed, unassigned, re-matched to another record type: empty means clear it. Not the AI
+                # fields (enabled() leaves them out): an insight not known this time is not an insight gone.
                 for api_name in self.sf.voice.fields.enabled().values():
                     name = self._org_name(api_name, self.voice_object_fields)
                     if name not in self.checkboxes:
@@ -1125,8 +1169,15 @@ def check_voice(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
                         "hidden: install the Aircall package or name the org's Aircall Voice object")
     else:
         names = {f["name"].lower() for f in custom.get("fields", [])}
-        for key, api_name in voice.fields.enabled().items():
+        for key, api_name in voice.fields.enabled(ai=settings.aircall.ai.enabled).items():
             if api_name.lower() not in names:
+                if key.startswith("ai_"):
+                    # R-AI-4: our names, not confirmed against Aircall's package.
+                    problems.append(f"{voice.aircall_voice_object}.{api_name} (salesforce.voice.fields.{key}) does "
+                                    f"not exist or is hidden: the AI {key[3:].replace('_', ' ')} goes there (R-AI-4); "
+                                    f"create it, set salesforce.voice.fields.{key} to the org's field, or "
+                                    f"salesforce.voice.fields.{key} = \"\" to leave it out")
+                    continue
                 problems.append(f"{voice.aircall_voice_object}.{api_name} (salesforce.voice.fields.{key}) does not "
                                 f"exist or is hidden: create it, or set salesforce.voice.fields.{key} = \"\"")
     infos.append("Omni-Channel presence mapping (R-SFV-6) is a live phone-app feature that a sync tool cannot do: "

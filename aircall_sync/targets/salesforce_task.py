@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aircall_sync import rules
+from aircall_sync.aircall.insights import Insights, description_part
 from aircall_sync.aircall.models import Call, Comment
 from aircall_sync.rules import Assessment, Kind
 from aircall_sync.settings import MediaSettings, SalesforceSettings, Settings, TaskSubjects
@@ -45,6 +46,7 @@ __all__ = [
     "TaskContext",
     "TaskDraft",
     "agent_user",
+    "ai_values",
     "answering_user",
     "build_task",
     "comment_parts",
@@ -122,6 +124,8 @@ class TaskContext:
     integration_user_id: str
     #: Task field names present in the org's describe; ``None`` = don't filter.
     task_fields: frozenset[str] | None
+    #: Lower-cased Task field name -> its length (text fields), to cut AI insights to fit (R-AI-4).
+    field_lengths: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -325,21 +329,25 @@ def comment_parts(call: Call) -> list[str]:
     return parts
 
 
-def description(call: Call, sf: SalesforceSettings) -> tuple[str | None, str | None]:
+def description(call: Call, sf: SalesforceSettings, insights: Insights | None = None
+                ) -> tuple[str | None, str | None]:
     """R-SF-DESC: ``Description`` (``None`` when there is nothing to say) and a warning.
 
-    Parts joined by a blank line: the media line, then the comments. Over 32,000
-    characters ⇒ cut at the end with ``…`` to exactly 32,000, and a warning.
+    Parts joined by a blank line: the media line, then the comments, then the ``AI insights:``
+    part (R-AI-4, when insights are known). Over 32,000 characters ⇒ cut at the end with ``…``
+    to exactly 32,000, and a warning.
     """
     line = media_line(call, sf)
-    parts = ([line] if line else []) + comment_parts(call)
+    ai = description_part(insights)
+    parts = ([line] if line else []) + comment_parts(call) + ([ai] if ai else [])
     if not parts:
         return None, None
     text = "\n\n".join(parts)
     size = sf_length(text)
     if size <= DESCRIPTION_MAX:
         return text, None
-    warning = f"Description cut to {DESCRIPTION_MAX:,} characters (was {size:,}): the end of the comments is lost"
+    lost = "the end of the comments" if not ai else "its end (the AI insights first)"
+    warning = f"Description cut to {DESCRIPTION_MAX:,} characters (was {size:,}): {lost} is lost"
     return truncate(text, DESCRIPTION_MAX), warning
 
 
@@ -477,10 +485,27 @@ def custom_fields(call: Call, assessment: Assessment, settings: Settings) -> dic
     return values
 
 
+def ai_values(insights: Insights | None) -> dict[str, str]:
+    """R-AI-4: ``ai_*`` setting key -> the insight's text (R-AI-3), for the insights known (uncut)."""
+    return {f"ai_{kind}": text for kind, text in (insights.known() if insights else {}).items()}
+
+
+def cut_to_field(text: str, length: int | None) -> tuple[str, bool]:
+    """R-AI-4: a text longer than its field is cut at the end with ``…``; ``(text, was it cut)``."""
+    if length is None or length <= 0 or sf_length(text) <= length:
+        return text, False
+    return truncate(text, length), True
+
+
 # ---------------------------------------------------------------- the Task
 
 
 def _missing_field_warning(name: str, custom_key: str | None) -> str:
+    if custom_key is not None and custom_key.startswith("ai_"):
+        return (
+            f"Task field {name} is not in the org: the AI {custom_key[3:].replace('_', ' ')} is left out; create "
+            f'it, or turn it off with salesforce.task.fields.{custom_key} = ""'
+        )
     if custom_key is not None:
         return (
             f"Task field {name} is not in the org: left out; create it, or turn it off with "
@@ -529,7 +554,8 @@ def build_task(call: Call, assessment: Assessment, ctx: TaskContext, settings: S
             f"CallDisposition over {DISPOSITION_MAX} characters: {len(dropped)} tag(s) left out: "
             + ", ".join(dropped)
         )
-    text, warning = description(call, sf)
+    ai_on = settings.aircall.ai.enabled
+    text, warning = description(call, sf, assessment.insights if ai_on else None)
     if text is not None:
         fields["Description"] = text
     if warning:
@@ -547,8 +573,15 @@ def build_task(call: Call, assessment: Assessment, ctx: TaskContext, settings: S
     # Which setting turns each custom field off, to name it in a warning.
     custom_key_of: dict[str, str] = {}
     values = custom_fields(call, assessment, settings)
+    if ai_on:
+        for key, value in ai_values(assessment.insights).items():
+            length = (ctx.field_lengths or {}).get(task.fields.enabled(ai=True).get(key, "").lower())
+            values[key], cut = cut_to_field(value, length)
+            if cut:
+                warnings.append(f"Task field {task.fields.enabled(ai=True)[key]} holds {length:,} characters: the "
+                                f"AI {key[3:].replace('_', ' ')} is cut with …")
     taken = {name.lower(): name for name in fields}
-    for key, api_name in task.fields.enabled().items():
+    for key, api_name in task.fields.enabled(ai=ai_on).items():
         clash = taken.get(api_name.lower())
         if clash is not None:
             # Custom fields never overwrite what the rules set, nor each other.

@@ -60,7 +60,7 @@ from aircall_sync import rules
 from aircall_sync.aircall.models import Call
 from aircall_sync.rules import Assessment, Kind
 from aircall_sync.settings import Settings
-from aircall_sync.targets.salesforce_task import Match, comment_parts, sf_length, truncate
+from aircall_sync.targets.salesforce_task import Match, ai_values, comment_parts, cut_to_field, sf_length, truncate
 
 __all__ = [
     "ANONYMOUS",
@@ -115,6 +115,8 @@ class VoiceContext:
     voice_call_fields: frozenset[str] | None
     #: Field names of the Aircall Voice custom object; ``None`` = don't filter.
     voice_object_fields: frozenset[str] | None
+    #: Lower-cased Aircall Voice field name -> its length (text fields), to cut AI insights (R-AI-4).
+    voice_object_lengths: Mapping[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +294,8 @@ def aircall_voice_values(call: Call, assessment: Assessment, match: Match | None
     agent = rules.answered_by(call)
     if agent is not None and agent.name:
         values["answered_by"] = agent.name
+    if settings.aircall.ai.enabled:
+        values.update(ai_values(assessment.insights))  # R-AI-4 (cut to each field's length by the caller)
     return values, warnings
 
 
@@ -304,7 +308,8 @@ def _aircall_voice(call: Call, assessment: Assessment, ctx: VoiceContext, settin
     record: dict[str, Any] = {}
     used: dict[str, str] = {}  # lower-cased API name → the key that claimed it
     key_missing = False
-    for key, api_name in voice.fields.enabled().items():
+    lengths = ctx.voice_object_lengths or {}
+    for key, api_name in voice.fields.enabled(ai=settings.aircall.ai.enabled).items():
         if api_name.lower() in used:
             warnings.append(f"salesforce.voice.fields.{key} names {api_name}, already written "
                             f"(salesforce.voice.fields.{used[api_name.lower()]}): left out")
@@ -319,6 +324,12 @@ def _aircall_voice(call: Call, assessment: Assessment, ctx: VoiceContext, settin
                     f"record is written; create it on {voice.aircall_voice_object}, or set "
                     "salesforce.voice.fields.call_id to the field that holds the Aircall call id"
                 )
+            elif key.startswith("ai_"):
+                warnings.append(
+                    f"Aircall Voice field {api_name} is not in the org: the AI {key[3:].replace('_', ' ')} is left "
+                    f"out; create it on {voice.aircall_voice_object}, or turn it off with "
+                    f'salesforce.voice.fields.{key} = ""'
+                )
             else:
                 warnings.append(
                     f"Aircall Voice field {api_name} is not in the org: left out; create it on "
@@ -326,7 +337,14 @@ def _aircall_voice(call: Call, assessment: Assessment, ctx: VoiceContext, settin
                 )
             continue
         if key in values:
-            record[org_name] = values[key]
+            value = values[key]
+            if key.startswith("ai_"):
+                length = lengths.get(org_name.lower())
+                value, cut = cut_to_field(value, length)
+                if cut:
+                    value_warnings.append(f"Aircall Voice field {org_name} holds {length:,} characters: the AI "
+                                          f"{key[3:].replace('_', ' ')} is cut with …")
+            record[org_name] = value
     if key_missing or no_aircall_voice_reason(call, assessment) is not None:
         return None
     warnings.extend(value_warnings)
