@@ -636,7 +636,10 @@ def sandbox(
     options = SandboxOptions(calls=calls, seed=seed, days=days, host=host, port=port, live=live,
                              live_calls_per_hour=calls_per_hour if live else 0.0, time_scale=time_scale)
     with Sandbox(options) as box:
-        receiver = box.register_receiver(serve_port) if live else None
+        from aircall_sync.sandbox.aircall_webhooks import AI_EVENTS, CALL_EVENTS, MESSAGE_EVENTS
+
+        # Everything the live traffic sends: serve takes what its settings log (and trims the webhook to it).
+        receiver = box.register_receiver(serve_port, events=CALL_EVENTS + MESSAGE_EVENTS + AI_EVENTS) if live else None
         text = box.settings_toml(state_path, targets=("salesforce", "front"), live=receiver)
         if write_settings is not None:
             try:
