@@ -194,3 +194,31 @@ def _handles(message) -> list[str]:
         if isinstance(value, str) and value.startswith("+"):
             found.append(value)
     return found
+
+
+class LiveWorker:
+    """The live worker with its targets signed in over one state file, fed events directly (in-process)."""
+
+    def __init__(self, config: Path):
+        from aircall_sync.live.inbox import Inbox
+        from aircall_sync.live.worker import Worker
+        from aircall_sync.runner import aircall_client, connect_targets
+        from aircall_sync.settings import load_settings
+        from aircall_sync.state import State
+
+        self.settings = load_settings(config)
+        self.state = State.open(self.settings.sync.state_path)
+        self.client = aircall_client(self.settings)
+        self.targets = connect_targets(self.settings, self.settings.enabled_targets(), self.state)
+        self.worker = Worker(self.settings, self.state, self.targets, self.client)
+        self.inbox = Inbox(self.state)
+
+    def deliver(self, *envelopes: dict) -> None:
+        """Store events as the receiver does: without their token."""
+        for body in envelopes:
+            self.inbox.put({k: v for k, v in body.items() if k != "token"})
+
+    def close(self) -> None:
+        self.worker.write_lock.close()
+        self.client.close()
+        self.state.close()

@@ -14,16 +14,11 @@ from pathlib import Path
 
 import pytest
 from conftest import write_settings
-from live_helpers import envelope, webhook_form
+from live_helpers import LiveWorker, envelope, webhook_form
 
 from aircall_sync.aircall.insights import response_text
-from aircall_sync.live.inbox import Inbox
-from aircall_sync.live.worker import Worker
-from aircall_sync.runner import aircall_client, connect_targets
 from aircall_sync.sandbox.aircall_ai import EVENT_OF
 from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
-from aircall_sync.settings import load_settings
-from aircall_sync.state import State
 
 END = datetime(2026, 10, 31, 12, tzinfo=UTC)
 ENDPOINT = {"summary": "summary", "topics": "topics", "sentiment": "sentiments", "action_items": "action_items",
@@ -42,23 +37,7 @@ def config_for(box: Sandbox, tmp: Path, mode: str = "task", targets=("salesforce
     return write_settings(tmp / "settings.toml", settings)
 
 
-class Live:
-    def __init__(self, config: Path):
-        self.settings = load_settings(config)
-        self.state = State.open(self.settings.sync.state_path)
-        self.client = aircall_client(self.settings)
-        self.targets = connect_targets(self.settings, self.settings.enabled_targets(), self.state)
-        self.worker = Worker(self.settings, self.state, self.targets, self.client)
-        self.inbox = Inbox(self.state)
-
-    def deliver(self, *bodies: dict) -> None:
-        for body in bodies:
-            self.inbox.put({k: v for k, v in body.items() if k != "token"})
-
-    def close(self) -> None:
-        self.worker.write_lock.close()
-        self.client.close()
-        self.state.close()
+Live = LiveWorker
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_settings
-from live_helpers import TOKEN, ServeProcess, envelope, lifecycle, wait_for, webhook_form
+from live_helpers import TOKEN, ServeProcess, lifecycle, wait_for, webhook_form
 from reliability_harness import cli_env
 from typer.testing import CliRunner
 

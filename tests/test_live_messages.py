@@ -14,19 +14,14 @@ from pathlib import Path
 
 import pytest
 from conftest import write_settings
-from live_helpers import envelope, webhook_form
+from live_helpers import LiveWorker, envelope, webhook_form
 from message_helpers import ALEX, LINE, T0_MS, event, lifecycle, message
 from test_front_e2e import assert_contract
 from typer.testing import CliRunner
 
 from aircall_sync.aircall.messages import message_key
 from aircall_sync.cli import app
-from aircall_sync.live.inbox import Inbox
-from aircall_sync.live.worker import Worker
-from aircall_sync.runner import aircall_client, connect_targets
 from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
-from aircall_sync.settings import load_settings
-from aircall_sync.state import State
 
 END = datetime(2026, 10, 31, 12, tzinfo=UTC)
 CUSTOMER = "+33 6 12 34 56 78"  # the Contact below
@@ -69,25 +64,7 @@ def config_for(box: Sandbox, tmp: Path, *, targets=("salesforce", "front"), mode
     return write_settings(tmp / "settings.toml", settings)
 
 
-class Live:
-    def __init__(self, config: Path):
-        self.settings = load_settings(config)
-        self.state = State.open(self.settings.sync.state_path)
-        self.client = aircall_client(self.settings)
-        self.targets = connect_targets(self.settings, self.settings.enabled_targets(), self.state)
-        self.worker = Worker(self.settings, self.state, self.targets, self.client)
-        self.inbox = Inbox(self.state)
-
-    def deliver(self, *envelopes: dict) -> None:
-        for body in envelopes:
-            body = dict(body)
-            body.pop("token", None)
-            self.inbox.put(body)
-
-    def close(self) -> None:
-        self.worker.write_lock.close()
-        self.client.close()
-        self.state.close()
+Live = LiveWorker
 
 
 @pytest.fixture

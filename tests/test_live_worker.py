@@ -13,18 +13,14 @@ from pathlib import Path
 
 import pytest
 from conftest import write_settings
-from live_helpers import LocalBox, envelope, front_state, webhook_form
+from live_helpers import LiveWorker, LocalBox, envelope, front_state, webhook_form
 from reliability_harness import diff_states, org_state
 from typer.testing import CliRunner
 
 from aircall_sync.cli import app
-from aircall_sync.live.inbox import Inbox
 from aircall_sync.live.reconcile import Maintenance
-from aircall_sync.live.worker import Worker, backoff
-from aircall_sync.runner import aircall_client, connect_targets
+from aircall_sync.live.worker import backoff
 from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
-from aircall_sync.settings import load_settings
-from aircall_sync.state import State
 
 END = datetime(2026, 10, 31, 12, tzinfo=UTC)
 FROM, TO = "2026-10-28", "2026-10-31"
@@ -50,27 +46,9 @@ def finished_calls(box: Sandbox) -> list[dict]:
     return sorted(calls, key=lambda c: (c["started_at"], c["id"]))
 
 
-class Live:
-    """A worker with its targets signed in, over one state file."""
-
+class Live(LiveWorker):
     def __init__(self, box: Sandbox, config: Path):
-        self.settings = load_settings(config)
-        self.state = State.open(self.settings.sync.state_path)
-        self.client = aircall_client(self.settings)
-        self.targets = connect_targets(self.settings, self.settings.enabled_targets(), self.state)
-        self.worker = Worker(self.settings, self.state, self.targets, self.client)
-        self.inbox = Inbox(self.state)
-
-    def deliver(self, *envelopes: dict) -> None:
-        for body in envelopes:
-            body = dict(body)
-            body.pop("token", None)
-            self.inbox.put(body)
-
-    def close(self) -> None:
-        self.worker.write_lock.close()
-        self.client.close()
-        self.state.close()
+        super().__init__(config)
 
 
 @pytest.fixture(scope="module")

@@ -537,6 +537,20 @@ class FrontTarget:
         user = a.message.user
         return self.teammates.get((user.email or "").lower()) if user and user.email else None
 
+    def _import(self, info: dict, body: dict, key: int, parts: Iterable[str]) -> None:
+        """Import one activity into the contact's conversation: by its id when known, else by the
+        thread_ref that opens it; the import that opened it is remembered (its status needs no read)."""
+        if info.get("conversation_id"):
+            body["conversation_id"] = info["conversation_id"]
+        else:
+            body["metadata"]["thread_ref"] = info["thread_ref"]
+        uid = self.client.import_message(self.inbox_id, body)
+        if not info.get("conversation_id") and uid and not info.get("uid"):
+            info["uid"] = uid
+            info["this_run"] = True
+            self._opened.add(uid)
+        self._posted.extend((key, TARGET, f"activity:{p}") for p in parts)
+
     def _log_message(self, item: FrontItem) -> dict[str, str]:
         """R-MSG-5: the message imported into the contact's open conversation (R-FRONT-1, R-FRONT-2)."""
         a = item.assessment
@@ -544,16 +558,7 @@ class FrontTarget:
         info.setdefault("subject", message_subject(a))  # the subject is fixed by what opened the conversation
         for activity in item.imports:
             body = message_import_body(a, subject_text=info["subject"], teammate_id=self._message_teammate(a))
-            if info.get("conversation_id"):
-                body["conversation_id"] = info["conversation_id"]
-            else:
-                body["metadata"]["thread_ref"] = info["thread_ref"]
-            uid = self.client.import_message(self.inbox_id, body)
-            if not info.get("conversation_id") and uid and not info.get("uid"):
-                info["uid"] = uid
-                info["this_run"] = True
-                self._opened.add(uid)
-            self._posted.extend((a.key, TARGET, f"activity:{p}") for p in activity.parts)
+            self._import(info, body, a.key, activity.parts)
         records = {"contact": info["contact_id"]}
         if info.get("conversation_id"):
             records["conversation"] = info["conversation_id"]
@@ -569,16 +574,7 @@ class FrontTarget:
         for activity in item.imports:
             body = import_body(call, a, activity, subject_text=info["subject"], teammate_id=teammate,
                                assignee_id=teammate if rules.is_answered(call) else None)
-            if info.get("conversation_id"):
-                body["conversation_id"] = info["conversation_id"]
-            else:
-                body["metadata"]["thread_ref"] = info["thread_ref"]
-            uid = self.client.import_message(self.inbox_id, body)
-            if not info.get("conversation_id") and uid and not info.get("uid"):
-                info["uid"] = uid
-                info["this_run"] = True
-                self._opened.add(uid)
-            self._posted.extend((call.id, TARGET, f"activity:{p}") for p in activity.parts)
+            self._import(info, body, call.id, activity.parts)
         if item.comments or item.ai_comment:
             conversation_id = self._resolve(info)
             if conversation_id is None:

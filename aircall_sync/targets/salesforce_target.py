@@ -45,6 +45,7 @@ from aircall_sync.targets.salesforce_message import (
 from aircall_sync.targets.salesforce_task import (
     CREATE_ONLY_FIELDS,
     Match,
+    Owner,
     SfUser,
     TaskContext,
     build_task,
@@ -345,6 +346,18 @@ class SalesforceTaskTarget:
             self._warn_once(warning)
         if draft.reassign:
             self._move_owner(a, batch, match, draft.reassign)
+        # A value the call no longer has (comments or a transfer removed in Aircall) is cleared. An owner
+        # taken from the record (R-SF-OWNER 2-3) is the CRM's state when the call was logged; only the
+        # call's own agent (rule 1) is a change of the call to carry over.
+        self._plan_task_write(
+            plan, match, draft, current, call.id, note, clearable=self._clearable_task_fields(),
+            own_agent=lambda: owner(call, match, ctx.users_by_email, ctx.integration_user_id,
+                                    self.sf.matching.fallback_owner_id).step == 1)
+
+    def _plan_task_write(self, plan: CallPlan, match: Match | None, draft, current: Mapping[str, Any] | None,
+                         key: int, note: str, *, clearable: Iterable[str], own_agent: Callable[[], bool],
+                         message_id: str | None = None) -> None:
+        """The Task write of a call or a message: a create, an update of what differs, or nothing."""
         fields = dict(draft.fields)
         plan.depends_on = [v for v in fields.values() if isinstance(v, str) and v.startswith(NEW)]
         if match is not None and not match.id.startswith(NEW):
@@ -354,23 +367,18 @@ class SalesforceTaskTarget:
             record_id = None
         else:
             compare = {k: v for k, v in fields.items() if k not in CREATE_ONLY_FIELDS}
-            # A value the call no longer has (comments or a transfer removed in Aircall) is cleared.
-            for name in self._clearable_task_fields():
+            for name in clearable:
                 compare.setdefault(name, None)
-            chosen = owner(call, match, ctx.users_by_email, ctx.integration_user_id,
-                           self.sf.matching.fallback_owner_id)
-            if chosen.step != 1:
-                # An owner taken from the record (R-SF-OWNER 2-3) is the CRM's state when the call was
-                # logged; only the call's own agent (rule 1) is a change of the call to carry over.
+            if not own_agent():
                 compare.pop("OwnerId", None)
             action, send, changes = diff(compare, current, create_only=CREATE_ONLY_FIELDS)
             record_id = current["Id"]
         if action is Action.NOOP:
-            plan.outcome = Outcome(call.id, TARGET, "unchanged", records={"Task": record_id, **plan.extra_records},
-                                   fingerprint=plan.fingerprint)
+            plan.outcome = Outcome(key, TARGET, "unchanged", records={"Task": record_id, **plan.extra_records},
+                                   fingerprint=plan.fingerprint, message_id=message_id)
             return
-        plan.task = Change(call.id, TARGET, "Task", action, fields=send, diff=changes, record_id=record_id,
-                           note=note, warnings=list(draft.warnings))
+        plan.task = Change(key, TARGET, "Task", action, fields=send, diff=changes, record_id=record_id,
+                           note=note, warnings=list(draft.warnings), message_id=message_id)
 
     def _plan_message(self, plan: CallPlan, batch: Batch, current: Mapping[str, Any] | None) -> None:
         """R-MSG-4: a message's Task, in modes task and voice, matched, linked and owned as a call's."""
@@ -389,27 +397,10 @@ class SalesforceTaskTarget:
             self._warn_once(warning)
         if draft.reassign:
             self._move_owner(a, batch, match, draft.reassign)
-        fields = dict(draft.fields)
-        plan.depends_on = [v for v in fields.values() if isinstance(v, str) and v.startswith(NEW)]
-        if match is not None and not match.id.startswith(NEW):
-            plan.extra_records[match.object] = match.id
-        if current is None:
-            action, send, changes = diff(fields, None)
-            record_id = None
-        else:
-            compare = {k: v for k, v in fields.items() if k not in CREATE_ONLY_FIELDS}
-            if self.task_fields is None or "Description" in self.task_fields:
-                compare.setdefault("Description", None)  # a body removed is cleared
-            if self._owner(a, match, users).step != 1:
-                compare.pop("OwnerId", None)  # the record's owner when it was logged: not the message's change
-            action, send, changes = diff(compare, current, create_only=CREATE_ONLY_FIELDS)
-            record_id = current["Id"]
-        if action is Action.NOOP:
-            plan.outcome = Outcome(a.key, TARGET, "unchanged", records={"Task": record_id, **plan.extra_records},
-                                   fingerprint=plan.fingerprint, message_id=a.message_id)
-            return
-        plan.task = Change(a.key, TARGET, "Task", action, fields=send, diff=changes, record_id=record_id,
-                           note=note, warnings=list(draft.warnings), message_id=a.message_id)
+        # A body removed is cleared; the record's owner when it was logged is not the message's change.
+        clearable = {"Description"} if self.task_fields is None or "Description" in self.task_fields else set()
+        self._plan_task_write(plan, match, draft, current, a.key, note, clearable=clearable,
+                              own_agent=lambda: self._owner(a, match, users).step == 1, message_id=a.message_id)
 
     def _set_owner(self, a: Assessment, batch: Batch, match: Match, owner_id: str) -> None:
         moved = replace(match, owner_id=owner_id)
