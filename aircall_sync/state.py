@@ -1180,16 +1180,19 @@ class State:
                  _name(record_id, "record id")))
 
     @_db
-    def contact_failed(self, record_id: str, code: str, message: str, *, again: bool) -> None:
+    def contact_failed(self, record_id: str, code: str, message: str, *, again: bool,
+                       clear_creating: bool = False) -> None:
         """A save that failed. ``again``: it stays queued for the next run (a transient failure, or a create
-        whose outcome is unknown); otherwise it waits until the record changes or is logged again."""
+        whose outcome is unknown); otherwise it waits until the record changes or is logged again.
+        ``clear_creating``: the create was refused, so nothing was created (the mark goes)."""
         with self._txn(write=True) as conn:
             conn.execute(
                 "UPDATE aircall_contacts SET error_code = ?, error = ?, attempts = attempts + 1, "
                 "queued = CASE WHEN ? THEN queued ELSE NULL END, "
-                "queued_hash = CASE WHEN ? THEN queued_hash ELSE NULL END, updated_at = ? WHERE record_id = ?",
-                (_name(code, "code"), str(message)[:_MAX_MESSAGE], int(again), int(again), _ts(_now()),
-                 _name(record_id, "record id")))
+                "queued_hash = CASE WHEN ? THEN queued_hash ELSE NULL END, "
+                "creating_at = CASE WHEN ? THEN NULL ELSE creating_at END, updated_at = ? WHERE record_id = ?",
+                (_name(code, "code"), str(message)[:_MAX_MESSAGE], int(again), int(again), int(clear_creating),
+                 _ts(_now()), _name(record_id, "record id")))
 
     @_db
     def contact_counts(self) -> dict[str, int]:
