@@ -228,13 +228,30 @@ def init(
 @app.command()
 @handled
 def check(ctx: typer.Context) -> None:
-    """Validate the settings (every problem at once), then reach each enabled service."""
+    """Validate the settings (every problem at once), then reach each enabled service.
+
+    With aircall.contacts.save_matched, also whether the Aircall key may write contacts: an update of contact
+    0 (which does not exist) changes nothing; a read-only key (403) is a problem naming the setting.
+    """
     settings = _options(ctx).settings()
     typer.echo(f"Settings: {settings.path} is valid.")
+    problems: list[str] = []
     with aircall_client(settings) as client:
         client.ping()
-    typer.echo(f"Aircall: credentials accepted at {settings.aircall.base_url}.")
-    problems: list[str] = []
+        typer.echo(f"Aircall: credentials accepted at {settings.aircall.base_url}.")
+        if settings.aircall.contacts.save_matched:
+            # RULES §9: an update of a contact that cannot exist (id 0) changes nothing; 403 = a read-only key.
+            if client.may_write_contacts():
+                typer.echo("Aircall: the API key may write contacts (aircall.contacts.save_matched; checked with "
+                           "an update of contact 0, which does not exist: nothing was changed).")
+            else:
+                problems.append("Aircall: this API key may not write contacts (HTTP 403 to a contact update), but "
+                                "aircall.contacts.save_matched = true: use an API key that may write contacts, or set "
+                                "aircall.contacts.save_matched = false")
+            if "salesforce" not in settings.enabled_targets():
+                problems.append("aircall.contacts.save_matched = true saves the Salesforce records calls are logged "
+                                "against, but salesforce.enabled = false: enable Salesforce, or set "
+                                "aircall.contacts.save_matched = false")
     for target in settings.enabled_targets():
         if target == "front":
             from aircall_sync.runner import front_client
@@ -247,10 +264,11 @@ def check(ctx: typer.Context) -> None:
             problems.extend(found)
             continue
         from aircall_sync.runner import connect_org
-        from aircall_sync.targets.salesforce_target import check_org, check_voice
+        from aircall_sync.targets.salesforce_target import check_contact_fields, check_org, check_voice
 
         org = connect_org(settings)
         infos, found = (check_voice if settings.salesforce.mode == "voice" else check_org)(settings, org)
+        infos = infos + check_contact_fields(settings, org)
         typer.echo(f"Salesforce: signed in to {settings.salesforce.instance_url} ({settings.salesforce.auth}); "
                    f"mode {settings.salesforce.mode}.")
         for info in infos:
@@ -353,6 +371,11 @@ def backfill(
     With AI insights on ([aircall.ai] enabled = true), each settled, answered call with at least
     aircall.ai.min_talk_seconds of talk costs up to 5 more Aircall requests (one per insight, never twice for
     one known), paced at aircall.requests_per_minute: --dry-run says how many and how long, and fetches none.
+
+    With [aircall.contacts] save_matched = true, the Salesforce record each call is logged against is saved in
+    the Aircall phone: about 2 Aircall requests per record saved (none for a record unchanged since it was
+    saved), paced with the call reads; --dry-run says how many contacts would be created or updated, and how
+    long that takes.
     """
     settings = _options(ctx).settings()
     start, end = parse_range(from_, to, settings.sync.tzinfo)
@@ -371,7 +394,9 @@ def sync(
     """Log new and changed calls, from the watermark minus sync.revisit to now minus sync.lag (for cron).
 
     With AI insights on, the insights not known yet of eligible calls are asked for (up to 5 Aircall requests
-    per call; an insight found, or known not to exist, is never asked again).
+    per call; an insight found, or known not to exist, is never asked again). With [aircall.contacts]
+    save_matched = true, the records calls are logged against are saved in the Aircall phone (about 2 requests
+    per record that changed since it was saved).
     """
     _run(ctx, "sync", dry_run=dry_run, fmt=format, report_path=report)
 
@@ -395,7 +420,8 @@ def explain(
     call_id: Annotated[str, typer.Argument(
         metavar="ID", help="An Aircall call id, or the id of a message whose webhook events serve stored.")],
 ) -> None:
-    """How the rules read one call or message, and exactly what would be written for it in each target.
+    """How the rules read one call or message, and exactly what would be written for it in each target (and, with
+    aircall.contacts.save_matched, the Aircall contact its record would be saved as).
 
     Messages (SMS, MMS, WhatsApp) exist only as the webhook events `serve` keeps: a message id is explained
     from them.
@@ -408,7 +434,8 @@ def explain(
 @app.command()
 @handled
 def status(ctx: typer.Context) -> None:
-    """The sync watermark, the last runs, unfinished backfills and the records that failed."""
+    """The sync watermark, the last runs, unfinished backfills, the records that failed, and the Salesforce
+    records saved as Aircall contacts (saved, waiting, failed)."""
     from aircall_sync.runner import status as show_status
 
     show_status(_options(ctx).settings(), out=sys.stdout)

@@ -905,6 +905,24 @@ def _live_status(c, state: State, settings) -> None:
                 f"(checked {webhook.get('checked_at')})", markup=False)
 
 
+def _contacts_status(c, state: State, settings) -> None:
+    """``status``: the Salesforce records saved in Aircall (RULES §9), from the state only."""
+    counts = state.contact_counts()
+    if not settings.aircall.contacts.save_matched and not any(counts.values()):
+        return
+    line = (f"Aircall contacts: {counts['saved']} Salesforce record(s) saved ({counts['created']} in contacts "
+            f"aircall-sync created), {counts['queued']} waiting for the next run, {counts['skipped']} not saved "
+            f"(created by aircall-sync, or no number Aircall takes), {counts['failed']} failed")
+    if not settings.aircall.contacts.save_matched:
+        line += " (aircall.contacts.save_matched is false now)"
+    c.print(line + ".", markup=False)
+    for row in state.contact_failures():
+        where = f" (contact {row.contact_id})" if row.contact_id else ""
+        again = "tried again by the next run" if row.queued else "tried again when the record changes or is logged again"
+        c.print(f"  {row.object} {row.record_id}{where}: {row.error_code}: {row.error} [{row.attempts} attempt(s), "
+                f"last {_iso(row.updated_at)}; {again}]", markup=False)
+
+
 def _span(delta: timedelta) -> str:
     days, seconds = delta.days, delta.seconds
     return f"{days}d" if days and not seconds else f"{int(delta.total_seconds())}s"
@@ -971,8 +989,10 @@ def explain_message(settings, message_id: str, events: list, *, out: IO[str]) ->
     try:
         printer = render.PlanPrinter(out, show_unchanged=True)
         for target in connect_targets(settings, names, state, dry_run=True):
-            for change in target.plan([a], only_changed=False).changes():
+            batch = target.plan([a], only_changed=False)
+            for change in batch.changes():
                 printer(change)
+            _explain_contacts(settings, state, target, batch, printer, c)
     finally:
         close_state()
 
@@ -1020,8 +1040,24 @@ def _explain_call(settings, call_id: int, *, out: IO[str], now: datetime | None 
             batch = target.plan([a], only_changed=False)
             for change in batch.changes():
                 printer(change)
+            _explain_contacts(settings, state, target, batch, printer, c)
     finally:
         close_state()
+
+
+def _explain_contacts(settings, state: State, target, batch, printer, c) -> None:
+    """``explain`` with ``aircall.contacts.save_matched`` (RULES §9): what would be saved in Aircall for the
+    record the item is logged against (nothing is sent: a run searches Aircall first)."""
+    if not settings.aircall.contacts.save_matched or not hasattr(target, "contact_sources"):
+        return
+    from aircall_sync.contacts import ContactSaver
+
+    changes = ContactSaver(settings, None, state, dry_run=True).preview(target.contact_sources(batch))
+    if not changes:
+        c.print("Aircall contact: nothing to save (R-CONTACT-1: only a Salesforce record the item is logged "
+                "against is saved)", markup=False)
+    for change in changes:
+        printer(change)
 
 
 def _explain_insights(a: rules.Assessment, settings, state: State, now: datetime) -> tuple[rules.Assessment, str]:
@@ -1075,6 +1111,7 @@ def status(settings, *, out: IO[str]) -> None:
                               _iso(run.finished_at) if run.finished_at else "-", str(run.outcome or "running"),
                               str(run.counts.get("calls", "-")))
             c.print(table)
+        _contacts_status(c, state, settings)
         failures = state.failures()
         if not failures:
             c.print("Failed records: none.")

@@ -976,6 +976,27 @@ def check_org(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
     return infos, problems
 
 
+def check_contact_fields(settings, org: SalesforceOrg) -> list[str]:
+    """``check`` with ``aircall.contacts.save_matched`` (RULES §9): which record fields R-CONTACT-1 saves the API
+    user cannot see (those parts of the Aircall contact are left alone; not a problem)."""
+    if not settings.aircall.contacts.save_matched:
+        return []
+    described = org.describe_many(["Contact", "Lead", "Account"])
+    account = described.get("Account") or {}
+    person = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
+    wanted = {"Contact": matching.CONTACT_FIELDS["Contact"], "Lead": matching.CONTACT_FIELDS["Lead"],
+              "Account": matching.CONTACT_FIELDS["Account"] + (matching.CONTACT_FIELDS["PersonAccount"] if person
+                                                              else ())}
+    hidden = []
+    for obj, fields in wanted.items():
+        names = {f["name"].lower() for f in (described.get(obj) or {}).get("fields", [])}
+        hidden += [f"{obj}.{f}" for f in fields if f.lower() not in names]
+    if not hidden:
+        return ["Aircall contacts (RULES §9): every record field saved is visible to the API user"]
+    return [f"Aircall contacts (RULES §9): {', '.join(hidden)} hidden from the API user: saved contacts go without "
+            "them (grant read access in its profile to save them)"]
+
+
 # ---------------------------------------------------------------- mode "voice" (RULES §5)
 
 
