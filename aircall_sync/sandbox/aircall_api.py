@@ -43,10 +43,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 from aircall_sync.sandbox.aircall_ai import INSIGHTS, AiInsights
-from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, page_params
+from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, list_meta, page_params
 from aircall_sync.sandbox.aircall_common import error_body as _error_body
 from aircall_sync.sandbox.aircall_webhooks import WebhookEndpoints, WebhookRegistry
 from aircall_sync.sandbox.generator import CallStore, TimeLike, generate
@@ -285,15 +284,7 @@ class AircallApp:
                 for k in idx
             ]
         path = "/v1/calls/search" if search else "/v1/calls"
-        last_page = max(1, math.ceil(total / per_page))
-        meta = {
-            "count": len(calls),
-            "total": total,
-            "current_page": page,
-            "per_page": per_page,
-            "next_page_link": self._link(request, path, page + 1, per_page) if page < last_page else None,
-            "previous_page_link": self._link(request, path, page - 1, per_page) if page > 1 else None,
-        }
+        meta = list_meta(request, path, count=len(calls), total=total, page=page, per_page=per_page)
         return Response.json({"calls": calls, "meta": meta})
 
     def _search_filters(self, request: Request) -> dict[str, Any]:
@@ -335,29 +326,6 @@ class AircallApp:
             while len(self._selection_cache) > 16:
                 self._selection_cache.popitem(last=False)
         return found
-
-    @staticmethod
-    def _link(request: Request, path: str, page: int, per_page: int) -> str:
-        # Keep the caller's parameters in their order, with page and per_page
-        # set to the effective values (§3 example: ?page=2&per_page=20).
-        items: list[tuple[str, str]] = []
-        seen_page = seen_pp = False
-        for k, v in request.query_items:
-            if k == "page":
-                if not seen_page:
-                    items.append(("page", str(page)))
-                seen_page = True
-            elif k == "per_page":
-                if not seen_pp:
-                    items.append(("per_page", str(per_page)))
-                seen_pp = True
-            else:
-                items.append((k, v))
-        if not seen_page:
-            items.insert(0, ("page", str(page)))
-        if not seen_pp:
-            items.insert(1 if not seen_page else len(items), ("per_page", str(per_page)))
-        return f"{request.base_url}{path}?{urlencode(items)}"
 
     # -- GET /v1/calls/:id -----------------------------------------------------------
 
