@@ -24,6 +24,10 @@ the payloads in ``shared/reference/aircall/``:
   (aircall-live.md §3), served by :mod:`.aircall_ai`.
 - ``/v1/webhooks`` and ``/v1/webhooks/:webhook_id`` (aircall-live.md §1.1),
   served by :mod:`.aircall_webhooks`; this module only routes to them.
+- ``/v1/contacts`` (list, search, get, create, update, delete, and the
+  ``phone_details`` / ``email_details`` of a contact; §12), served by
+  :mod:`.aircall_contacts` over the company's :class:`~.aircall_contacts.ContactBook`,
+  which starts with the contacts the generated calls carry.
 - An optional leaky-bucket rate limit: 429 with ``X-AircallApi-Limit``,
   ``-Remaining`` and ``-Reset`` (UNIX epoch seconds), headers that are absent
   from every other response (§4).
@@ -46,6 +50,7 @@ from typing import Any
 
 from aircall_sync.sandbox.aircall_ai import INSIGHTS, AiInsights
 from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, list_meta, page_params
+from aircall_sync.sandbox.aircall_contacts import ContactBook, ContactEndpoints
 from aircall_sync.sandbox.aircall_common import error_body as _error_body
 from aircall_sync.sandbox.aircall_webhooks import WebhookEndpoints, WebhookRegistry
 from aircall_sync.sandbox.generator import CallStore, TimeLike, generate
@@ -122,6 +127,8 @@ class AircallApp:
     ``webhooks`` is the company's webhook registry (a fresh one by default).
     ``ai`` is the company's Aircall AI (by default: with the AI package,
     default options, "now" read from ``clock``).
+    ``contacts`` is the company's contacts (by default the store's world's
+    book, made on first use with ``clock``; see :mod:`.aircall_contacts`).
     """
 
     def __init__(
@@ -136,8 +143,13 @@ class AircallApp:
         clock: Callable[[], float] = time.time,
         webhooks: WebhookRegistry | None = None,
         ai: AiInsights | None = None,
+        contacts: ContactBook | None = None,
     ) -> None:
         self.store = store
+        self.contacts = contacts if contacts is not None else ContactBook.for_world(store.world, clock=clock)
+        if self.contacts.world is not store.world:
+            raise ValueError("the contact book belongs to another store's world")
+        self._contact_endpoints = ContactEndpoints(self.contacts)
         self.ai = ai if ai is not None else AiInsights(seed=store.world.seed, clock=clock)
         self.webhooks = webhooks if webhooks is not None else WebhookRegistry()
         self._webhook_endpoints = WebhookEndpoints(self.webhooks)
@@ -222,6 +234,8 @@ class AircallApp:
             routes = [(True, "GET", lambda: self.ai.respond(request, self.store, rest[1], rest[2]))]
         elif len(rest) == 2 and rest[0] == "numbers":
             routes = [(True, "GET", lambda: self._number(request, rest[1]))]
+        elif rest[:1] == ["contacts"]:
+            routes = [(True, m, fn) for m, fn in self._contact_endpoints.routes(request, rest[1:])]
         elif rest[:1] == ["webhooks"]:
             routes = [(True, m, fn) for m, fn in self._webhook_endpoints.routes(request, rest[1:])]
         if not routes:
