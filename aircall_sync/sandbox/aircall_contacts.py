@@ -95,7 +95,8 @@ AMBIGUITIES: tuple[str, ...] = (
     "links a call to a contact at call time or at read time is not documented (no live matched sample, §12); "
     "the emulator links by id at read time.",
     "A contact created later (through the API or by hand) is linked to the calls of its number that start "
-    "after its created_at, the earliest such contact first, and only for callers without a seeded contact: "
+    "after its created_at, the earliest such contact first, and only for callers without a seeded contact (or "
+    "whose seeded contact was deleted): "
     "Aircall's purpose is to show the caller's name on the next call (§12 'CRM Contact Sync'). Earlier calls "
     "keep contact: null. Numbers outside the generated callers' pool are never linked.",
     "Two shapes. Seeded contacts keep the keys the generated calls already carry (§6 Contact, with "
