@@ -7,7 +7,9 @@
   ``/v1/webhooks`` to :mod:`.aircall_webhooks`, the webhook registry, and
   ``/v1/calls/:id/{transcription,summary,topics,sentiments,action_items}`` to
   :mod:`.aircall_ai`, the company's Aircall AI, whose text
-  :mod:`.aircall_ai_content` writes).
+  :mod:`.aircall_ai_content` writes, and ``/v1/contacts`` to
+  :mod:`.aircall_contacts`, the company's shared contacts, which start with
+  the contacts the generated calls carry).
 - Live mode: :mod:`.webhook_delivery` POSTs webhook events to registered URLs
   (retries, auto-disable, seeded duplicate/reorder faults);
   :mod:`.live_traffic` places calls over time whose lifecycle

@@ -24,6 +24,10 @@ the payloads in ``shared/reference/aircall/``:
   (aircall-live.md §3), served by :mod:`.aircall_ai`.
 - ``/v1/webhooks`` and ``/v1/webhooks/:webhook_id`` (aircall-live.md §1.1),
   served by :mod:`.aircall_webhooks`; this module only routes to them.
+- ``/v1/contacts`` (list, search, get, create, update, delete, and the
+  ``phone_details`` / ``email_details`` of a contact; §12), served by
+  :mod:`.aircall_contacts` over the company's :class:`~.aircall_contacts.ContactBook`,
+  which starts with the contacts the generated calls carry.
 - An optional leaky-bucket rate limit: 429 with ``X-AircallApi-Limit``,
   ``-Remaining`` and ``-Reset`` (UNIX epoch seconds), headers that are absent
   from every other response (§4).
@@ -43,10 +47,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlencode
 
 from aircall_sync.sandbox.aircall_ai import INSIGHTS, AiInsights
-from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, page_params
+from aircall_sync.sandbox.aircall_common import CAP_ERROR_BODY, list_meta, page_params
+from aircall_sync.sandbox.aircall_contacts import ContactBook, ContactEndpoints
 from aircall_sync.sandbox.aircall_common import error_body as _error_body
 from aircall_sync.sandbox.aircall_webhooks import WebhookEndpoints, WebhookRegistry
 from aircall_sync.sandbox.generator import CallStore, TimeLike, generate
@@ -123,6 +127,8 @@ class AircallApp:
     ``webhooks`` is the company's webhook registry (a fresh one by default).
     ``ai`` is the company's Aircall AI (by default: with the AI package,
     default options, "now" read from ``clock``).
+    ``contacts`` is the company's contacts (by default the store's world's
+    book, made on first use with ``clock``; see :mod:`.aircall_contacts`).
     """
 
     def __init__(
@@ -137,8 +143,13 @@ class AircallApp:
         clock: Callable[[], float] = time.time,
         webhooks: WebhookRegistry | None = None,
         ai: AiInsights | None = None,
+        contacts: ContactBook | None = None,
     ) -> None:
         self.store = store
+        self.contacts = contacts if contacts is not None else ContactBook.for_world(store.world, clock=clock)
+        if self.contacts.world is not store.world:
+            raise ValueError("the contact book belongs to another store's world")
+        self._contact_endpoints = ContactEndpoints(self.contacts)
         self.ai = ai if ai is not None else AiInsights(seed=store.world.seed, clock=clock)
         self.webhooks = webhooks if webhooks is not None else WebhookRegistry()
         self._webhook_endpoints = WebhookEndpoints(self.webhooks)
@@ -223,6 +234,8 @@ class AircallApp:
             routes = [(True, "GET", lambda: self.ai.respond(request, self.store, rest[1], rest[2]))]
         elif len(rest) == 2 and rest[0] == "numbers":
             routes = [(True, "GET", lambda: self._number(request, rest[1]))]
+        elif rest[:1] == ["contacts"]:
+            routes = [(True, m, fn) for m, fn in self._contact_endpoints.routes(request, rest[1:])]
         elif rest[:1] == ["webhooks"]:
             routes = [(True, m, fn) for m, fn in self._webhook_endpoints.routes(request, rest[1:])]
         if not routes:
@@ -285,15 +298,7 @@ class AircallApp:
                 for k in idx
             ]
         path = "/v1/calls/search" if search else "/v1/calls"
-        last_page = max(1, math.ceil(total / per_page))
-        meta = {
-            "count": len(calls),
-            "total": total,
-            "current_page": page,
-            "per_page": per_page,
-            "next_page_link": self._link(request, path, page + 1, per_page) if page < last_page else None,
-            "previous_page_link": self._link(request, path, page - 1, per_page) if page > 1 else None,
-        }
+        meta = list_meta(request, path, count=len(calls), total=total, page=page, per_page=per_page)
         return Response.json({"calls": calls, "meta": meta})
 
     def _search_filters(self, request: Request) -> dict[str, Any]:
@@ -335,29 +340,6 @@ class AircallApp:
             while len(self._selection_cache) > 16:
                 self._selection_cache.popitem(last=False)
         return found
-
-    @staticmethod
-    def _link(request: Request, path: str, page: int, per_page: int) -> str:
-        # Keep the caller's parameters in their order, with page and per_page
-        # set to the effective values (§3 example: ?page=2&per_page=20).
-        items: list[tuple[str, str]] = []
-        seen_page = seen_pp = False
-        for k, v in request.query_items:
-            if k == "page":
-                if not seen_page:
-                    items.append(("page", str(page)))
-                seen_page = True
-            elif k == "per_page":
-                if not seen_pp:
-                    items.append(("per_page", str(per_page)))
-                seen_pp = True
-            else:
-                items.append((k, v))
-        if not seen_page:
-            items.insert(0, ("page", str(page)))
-        if not seen_pp:
-            items.insert(1 if not seen_page else len(items), ("per_page", str(per_page)))
-        return f"{request.base_url}{path}?{urlencode(items)}"
 
     # -- GET /v1/calls/:id -----------------------------------------------------------
 

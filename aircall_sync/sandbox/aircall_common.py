@@ -8,7 +8,11 @@ References: ``shared/reference/aircall-api.md`` (§N below).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+if TYPE_CHECKING:
+    from aircall_sync.sandbox.server import Request
 
 __all__ = [
     "CAP_ERROR_BODY",
@@ -17,6 +21,8 @@ __all__ = [
     "MAX_RECORDS",
     "error_body",
     "int_or",
+    "list_meta",
+    "page_link",
     "page_params",
 ]
 
@@ -76,3 +82,40 @@ def page_params(query: dict[str, str]) -> tuple[int, int, bool]:
         per_page = DEFAULT_PER_PAGE
     per_page = min(per_page, MAX_PER_PAGE)
     return page, per_page, page * per_page > MAX_RECORDS
+
+
+def page_link(request: Request, path: str, page: int, per_page: int) -> str:
+    """An absolute page link that keeps the caller's parameters in their order,
+    with ``page`` and ``per_page`` set to the effective values (§3 example:
+    ``?page=2&per_page=20``)."""
+    items: list[tuple[str, str]] = []
+    seen_page = seen_pp = False
+    for k, v in request.query_items:
+        if k == "page":
+            if not seen_page:
+                items.append(("page", str(page)))
+            seen_page = True
+        elif k == "per_page":
+            if not seen_pp:
+                items.append(("per_page", str(per_page)))
+            seen_pp = True
+        else:
+            items.append((k, v))
+    if not seen_page:
+        items.insert(0, ("page", str(page)))
+    if not seen_pp:
+        items.insert(1 if not seen_page else len(items), ("per_page", str(per_page)))
+    return f"{request.base_url}{path}?{urlencode(items)}"
+
+
+def list_meta(request: Request, path: str, *, count: int, total: int, page: int, per_page: int) -> dict[str, Any]:
+    """``meta`` of a call or contact list (§3): counts and absolute links, ``null`` past either end."""
+    last_page = max(1, -(-total // per_page))
+    return {
+        "count": count,
+        "total": total,
+        "current_page": page,
+        "per_page": per_page,
+        "next_page_link": page_link(request, path, page + 1, per_page) if page < last_page else None,
+        "previous_page_link": page_link(request, path, page - 1, per_page) if page > 1 else None,
+    }

@@ -348,6 +348,10 @@ class World:
         self._pool: dict[int, _Ext] = {}
         self._base_cache: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self._contacts: dict[tuple[int, str], dict[str, Any] | None] = {}
+        self._contact_cores: dict[int, dict[str, Any] | None] = {}
+        #: The company's contacts store once the contacts API exists (:class:`.aircall_contacts.ContactBook`);
+        #: duck-typed (``active``, ``resolve_caller``, ``resolve``) so that this module imports nothing of it.
+        self.contact_book: Any = None
         self._lock = threading.Lock()
 
     # -- callers --------------------------------------------------------------
@@ -380,24 +384,53 @@ class World:
     def has_contact(self, code: int) -> bool:
         return code >= 0 and random.Random(f"contact:{self.seed}:{code}").random() < 0.4
 
-    def contact(self, code: int, base: str) -> dict[str, Any] | None:
-        """The shared Aircall contact of a caller, if it has one (§6 Contact).
+    def contact_code(self, contact_id: int) -> int | None:
+        """The pool code whose seeded contact has this id, if any (ids are ``120_000_000 + 11 * code + 0..9``)."""
+        code, rest = divmod(contact_id - 120_000_000, 11)
+        if contact_id < 120_000_000 or rest > 9 or code >= self.pool_size:
+            return None
+        core = self.contact_core(code)
+        return code if core is not None and core["id"] == contact_id else None
+
+    def contact_core(self, code: int) -> dict[str, Any] | None:
+        """A caller's seeded contact without its ``direct_link`` (the only base-dependent key), or ``None``.
+
+        Shared by :meth:`contact` and the contacts store (:mod:`.aircall_contacts`): serialize, do not mutate.
+        """
+        hit = self._contact_cores.get(code, _UNSET)
+        if hit is not _UNSET:
+            return hit
+        core = self._make_contact(code)
+        with self._lock:
+            self._contact_cores[code] = core
+        return core
+
+    def contact(self, code: int, base: str, at: int | None = None) -> dict[str, Any] | None:
+        """The shared Aircall contact of a caller as a call started at ``at`` shows it (§6 Contact).
 
         Built once per caller and base URL (every call from that caller embeds
         it, and building it seeds two RNGs): serialize it, do not mutate it.
+        Once the contacts API has changed anything, :attr:`contact_book`
+        decides instead (the contact as it is now, none once deleted, or a
+        contact created later with the caller's number for a call started
+        after it).
         """
         key = (code, base)
-        hit = self._contacts.get(key, _UNSET)
-        if hit is not _UNSET:
-            return hit
-        contact = self._make_contact(code, base)
-        with self._lock:
-            if len(self._contacts) > 8 * self.pool_size:  # many base URLs: start over, as nested() does
-                self._contacts.clear()
-            self._contacts[key] = contact
-        return contact
+        seeded = self._contacts.get(key, _UNSET)
+        if seeded is _UNSET:
+            core = self.contact_core(code) if code >= 0 else None
+            seeded = None if core is None else {"id": core["id"], "direct_link": f"{base}/v1/contacts/{core['id']}",
+                                                **{k: v for k, v in core.items() if k != "id"}}
+            with self._lock:
+                if len(self._contacts) > 8 * self.pool_size:  # many base URLs: start over, as nested() does
+                    self._contacts.clear()
+                self._contacts[key] = seeded
+        book = self.contact_book
+        if book is None or not book.active or code < 0:
+            return seeded
+        return book.resolve_caller(code, seeded, base, at)
 
-    def _make_contact(self, code: int, base: str) -> dict[str, Any] | None:
+    def _make_contact(self, code: int) -> dict[str, Any] | None:
         if not self.has_contact(code):
             return None
         rng = random.Random(f"contact:{self.seed}:{code}")
@@ -413,7 +446,6 @@ class World:
             emails.append({"id": cid * 10 + 1, "label": "Work", "value": email})
         return {
             "id": cid,
-            "direct_link": f"{base}/v1/contacts/{cid}",
             "first_name": first,
             "last_name": last,
             "company_name": company,
@@ -423,7 +455,9 @@ class World:
             "created_at": created,
             "updated_at": created + rng.randint(0, 5_000_000),
             "emails": emails,
-            "phone_numbers": [{"id": cid * 10 + 2, "label": rng.choice(("Work", "Mobile", "Home")), "value": self.ext(code).raw}],
+            # aircall-api.md §12: every live contact number is unspaced E.164, unlike a call's raw_digits.
+            "phone_numbers": [{"id": cid * 10 + 2, "label": rng.choice(("Work", "Mobile", "Home")),
+                               "value": "+" + self.ext(code).digits}],
         }
 
     def number(self, number_id: int, base: str) -> dict[str, Any] | None:
@@ -874,7 +908,7 @@ def _render_generated(
         "asset": asset,
         "raw_digits": ext.raw,
         "user": user,
-        "contact": world.contact(b.ext[i], base) if fetch_contact else None,
+        "contact": world.contact(b.ext[i], base, started) if fetch_contact else None,
         "assigned_to": assigned,
         "transferred_by": transferred_by,
         "transferred_to": transferred_to,
@@ -902,7 +936,7 @@ def _render_generated(
                     parts.append({"type": "user", "id": world.agents[mate].id, "name": world.agents[mate].name})
                 else:
                     other = world.pick_caller(rng)
-                    contact = world.contact(other, base) if r < 0.7 else None
+                    contact = world.contact(other, base, started) if r < 0.7 else None
                     if contact is not None:
                         parts.append({
                             "type": "contact", "id": contact["id"],
@@ -1087,8 +1121,12 @@ class CallStore:
             call_id, started, ref = self._ids[pos], self._started[pos], self._ref[pos]
             if ref == _CUSTOM:
                 call = _complete(self._custom[call_id], self.world, base)
+                book = self.world.contact_book
                 if not fetch_contact:
                     call["contact"] = None
+                elif book is not None and book.active and isinstance(call.get("contact"), dict):
+                    # A placed call embeds its contact as it was then; show the contact as it is now.
+                    call["contact"] = book.resolve(call["contact"], base)
                 if not fetch_short_urls:
                     call["recording_short_url"] = None
                     call["voicemail_short_url"] = None

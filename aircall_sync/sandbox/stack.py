@@ -19,6 +19,7 @@ import tomli_w
 
 from aircall_sync.sandbox.aircall_ai import AiInsights, AiOptions
 from aircall_sync.sandbox.aircall_api import DEFAULT_API_ID, DEFAULT_API_TOKEN, AircallApp
+from aircall_sync.sandbox.aircall_contacts import ContactBook, ContactOptions
 from aircall_sync.sandbox.aircall_webhooks import CALL_EVENTS, WebhookRegistry
 from aircall_sync.sandbox.front_api import DEFAULT_API_TOKEN as FRONT_TOKEN
 from aircall_sync.sandbox.front_api import start_front_sandbox
@@ -80,6 +81,8 @@ class SandboxOptions:
     ai_package: bool = True
     #: Aircall AI behaviour: min_talk_s (60), the share of events carrying content, timings.
     ai: AiOptions = field(default_factory=AiOptions)
+    #: The contacts API where the reference is unsure: emojis refused or stripped, search lagging creates.
+    aircall_contacts: ContactOptions = field(default_factory=ContactOptions)
 
 
 @dataclass
@@ -100,6 +103,9 @@ class Sandbox:
     traffic: LiveTraffic | None = None
     #: The company's Aircall AI (what the AI endpoints serve; its clock is the live clock).
     ai_insights: AiInsights | None = None
+    #: The company's Aircall contacts (what ``/v1/contacts`` serves; its clock is the live clock): list,
+    #: find by number, add one by hand as an agent would in the app, and read what the API changed.
+    aircall_contacts: ContactBook | None = None
     _tmp: tempfile.TemporaryDirectory | None = None
 
     def start(self) -> Sandbox:
@@ -112,6 +118,8 @@ class Sandbox:
         self.aircall_webhooks = WebhookRegistry(seed=o.seed, clock=self.live_clock.now)
         # "Produced yet?" is read on the live clock, like every other live timing.
         self.ai_insights = AiInsights(seed=o.seed, clock=self.live_clock.now, package=o.ai_package, options=o.ai)
+        # Contacts made now carry the live clock's time, like the calls placed now.
+        self.aircall_contacts = ContactBook(store.world, clock=self.live_clock.now, options=o.aircall_contacts)
         app = AircallApp(
             store,
             api_id=DEFAULT_API_ID,
@@ -119,6 +127,7 @@ class Sandbox:
             requests_per_minute=o.aircall_requests_per_minute,
             webhooks=self.aircall_webhooks,
             ai=self.ai_insights,
+            contacts=self.aircall_contacts,
         )
         tls_dir = o.tls_dir
         if tls_dir is None and (o.salesforce or o.aircall_tls):
@@ -132,6 +141,7 @@ class Sandbox:
         self.aircall_server = LoopbackServer(app, api="aircall", host=o.host, port=o.port, faults=o.aircall_faults,
                                              ssl_context=ssl_context)
         self.aircall_server.start()
+        self.aircall_contacts.base_url = self.aircall_server.url
         self.aircall_store = store
         if o.salesforce:
             self.salesforce = start_salesforce_sandbox(
