@@ -15,9 +15,9 @@ limit is company-wide, DESIGN §5).
 - Never twice (Aircall has no upsert): the contact is the one the record was saved to before, else the call's
   own contact (``fetch_contact=true``), else one found by number (``GET /v1/contacts/search``); only then is
   one created. The create is marked in the state and committed before ``POST /v1/contacts``, which is sent
-  once; a mark found later (the answer was lost, or the process was killed) makes the next attempt list the
-  contacts created since the mark and take the one carrying the record's ``Salesforce {object} {Id}`` before
-  creating anything.
+  once; a mark found later (the answer was lost, or the process was killed) makes the next attempt take the
+  contact carrying the record's ``Salesforce {object} {Id}`` line, found by the search or among the contacts
+  created last (a search may lag a create), before creating anything.
 - R-CONTACT-2, only what differs: the contact is read (``GET``, or the search's answer) and compared
   (``aircall.contacts.plan_writes``).
 - Never in the way of logging: a contact that cannot be saved is reported (report line, run summary,
@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aircall_sync.aircall.client import AircallApiError, ContactsForbiddenError
@@ -50,10 +49,10 @@ TARGET = "aircall"
 OBJECT = "contact"
 CREATED_REASON = ("created by aircall-sync for an unknown number (R-SF-MATCH-4); aircall.contacts.save_created = "
                   "false")
+#: Pages of the newest contacts looked through for a create whose answer was lost (100 contacts).
+RECENT_PAGES = 2
 NO_NUMBER_REASON = ("no Aircall contact has the number, and the record has no valid Phone to create one with "
                     "(R-CONTACT-1)")
-#: Contacts created this long before a create mark are looked at too (clocks differ).
-CLOCK_MARGIN = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -290,8 +289,7 @@ class ContactSaver:
             self.state.skip_contacts([(row.record_id, row.object, hash_, NO_NUMBER_REASON)])
             self.stats.skipped += 1
             return Outcome(key, TARGET, "skipped", records=records, reason=NO_NUMBER_REASON, **base)
-        marked = datetime.now(UTC)
-        self.state.contact_creating(row.record_id, marked)  # committed before the POST (never twice)
+        self.state.contact_creating(row.record_id)  # committed before the POST (never twice)
         try:
             made = self._request(self.client.create_contact, desired.create_body())
         except (ContactsForbiddenError, StateError):
@@ -307,7 +305,7 @@ class ContactSaver:
             # attempt looks again before creating.
             found = None
             try:
-                found = self._created_since(marked, desired)
+                found = self._recent_with_marker(desired.information)
             except AircallSyncError:
                 pass
             if found is None:
@@ -348,27 +346,34 @@ class ContactSaver:
             current = self._get(call_contact)
             if current is not None:
                 return current, False, False
-        if row.creating_at is not None:
-            # A create whose answer never came: the contact is there if it landed (search may lag a create).
-            found = self._created_since(row.creating_at, desired)
-            if found is not None:
-                return found, True, True
         line = desired.information
+        found: list[AircallContact] = []
         for number in _search_numbers_of(payload.get("number"), desired):
             found = [c for c in (AircallContact.parse(x) for x in
                                  self._request(self.client.search_contacts, phone_number=number)) if c is not None]
             if found:
-                # One of ours (its line names the record) first, then the contact changed last.
-                return max(found, key=lambda c: (c.has_marker(line), c.updated_at, c.id)), False, False
+                break
+        if row.creating_at is not None:
+            # A create whose answer never came (a run killed, a timeout): the contact carrying the record's
+            # line is that create's, if it landed; a search may lag a create, so the newest are listed too.
+            mine = [c for c in found if c.has_marker(line)] or [c for c in [self._recent_with_marker(line)] if c]
+            if mine:
+                return mine[0], True, True
+        if found:
+            # One carrying the record's line first, then the contact changed last.
+            return max(found, key=lambda c: (c.has_marker(line), c.updated_at, c.id)), False, False
         return None, False, False
 
-    def _created_since(self, moment: datetime, desired: Desired) -> AircallContact | None:
-        since = int((moment - CLOCK_MARGIN).timestamp())
-        self.stats.requests += 1
-        for item in self.client.contacts_created_since(since):
-            contact = AircallContact.parse(item)
-            if contact is not None and contact.has_marker(desired.information):
-                return contact
+    def _recent_with_marker(self, line: str, pages: int = RECENT_PAGES) -> AircallContact | None:
+        """Among the contacts created last (``pages`` pages of 50), the one carrying ``line``."""
+        for page in range(1, pages + 1):
+            items, more = self._request(self.client.recent_contacts, page)
+            for item in items:
+                contact = AircallContact.parse(item)
+                if contact is not None and contact.has_marker(line):
+                    return contact
+            if not more:
+                break
         return None
 
     def _write(self, contact_id: int, writes: Writes) -> None:

@@ -169,6 +169,7 @@ class Runner:
             from aircall_sync.contacts import ContactSaver
 
             self.contacts = ContactSaver(settings, client, state, dry_run=dry_run)
+        self._leftovers_saved = False
 
     # ------------------------------------------------------------ entry points
 
@@ -413,9 +414,7 @@ class Runner:
             return
         if self._sent is not None:
             self._collect(self._sent)
-        if self.contacts is not None and self._chunks == 1:
-            # What an earlier run queued and did not save (killed, Aircall away): saved first (RULES §9).
-            self._record_contacts(self.contacts.drain())
+        self._save_leftover_contacts()
         sent = self._sent = _Sent(len(chunk), checkpoint)
         plans = dict(batches)
         sent.batches = {target.name: batch for target, batch in batches}
@@ -528,6 +527,16 @@ class Runner:
             raise error
         self.progress("logged", sent.calls)
 
+    def _save_leftover_contacts(self) -> None:
+        """What an earlier run queued and did not save (killed, Aircall away): saved first, once per run, under
+        the write lock (RULES §9), even by a run that has no call to log (a resumed backfill with nothing left)."""
+        if self.contacts is None or self.dry_run or self._leftovers_saved:
+            return
+        self._leftovers_saved = True
+        if self.write_lock is not None and not self.write_lock.held:
+            self.write_lock.acquire()
+        self._record_contacts(self.contacts.drain())
+
     def _record_contacts(self, outcomes: list) -> None:
         """RULES §9 outcomes (target ``aircall``) in the summary and the report. A contact not saved is
         reported, never a failed record of the run (exit 3 is for the calls' own records)."""
@@ -537,6 +546,7 @@ class Runner:
                 self.report.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
 
     def _finish(self) -> RunSummary:
+        self._save_leftover_contacts()
         if self.write_lock is not None:
             self.write_lock.release()
         self.summary.requests = {"aircall": self.client.stats.requests}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -57,17 +56,16 @@ class FakeAircall:
         self.log.append(("GET", "/contacts/search", phone_number))
         return [c for c in self.contacts.values() if any(p["value"] == phone_number for p in c["phone_numbers"])]
 
-    def contacts_created_since(self, since):
-        self.log.append(("GET", "/contacts", str(since)))
-        return [c for c in self.contacts.values() if c["created_at"] >= since]
+    def recent_contacts(self, page=1):
+        self.log.append(("GET", "/contacts", str(page)))
+        newest = sorted(self.contacts.values(), key=lambda c: (-c["created_at"], -c["id"]))
+        return newest[50 * (page - 1):50 * page], len(newest) > 50 * page
 
     def create_contact(self, body):
         self.log.append(("POST", "/contacts"))
         self._write("POST /v1/contacts")
         cid = self.add(body.get("first_name"), body.get("last_name"), [p["value"] for p in body["phone_numbers"]],
                        [e["value"] for e in body.get("emails", [])], body.get("information"), body.get("company_name"))
-        # Created now, by the clock of the state's mark: the list "since the mark" finds it.
-        self.contacts[cid]["created_at"] = int(datetime.now(UTC).timestamp())
         if self.lose_next_create:
             self.lose_next_create = False
             raise ServiceError("Aircall did not answer after 1 attempts (ReadTimeout)")

@@ -276,20 +276,15 @@ class AircallClient:
         contacts = body.get("contacts") if status != 404 else None
         return [c for c in contacts if isinstance(c, dict)] if isinstance(contacts, list) else []
 
-    def contacts_created_since(self, since: int, *, max_pages: int = 20) -> Iterator[dict]:
-        """``GET /v1/contacts?from=…``: contacts created at or after ``since`` (UNIX s), oldest first."""
-        page = 1
-        while page <= max_pages:
-            status, body = self._contacts("GET", "/contacts", params={"from": int(since), "order": "asc",
-                                                                     "order_by": "created_at",
-                                                                     "per_page": PER_PAGE, "page": page})
-            contacts = body.get("contacts") if status != 404 else None
-            if not isinstance(contacts, list):
-                return
-            yield from (c for c in contacts if isinstance(c, dict))
-            if not _has_next(body, page, len(contacts)):
-                return
-            page += 1
+    def recent_contacts(self, page: int = 1) -> tuple[list[dict], bool]:
+        """``GET /v1/contacts``, one page of 50 of the contacts created last first, and whether more follow:
+        where a create whose answer was lost is (a search may lag a create, §12). Aircall's order, not our clock."""
+        status, body = self._contacts("GET", "/contacts", params={"order": "desc", "order_by": "created_at",
+                                                                 "per_page": PER_PAGE, "page": int(page)})
+        contacts = body.get("contacts") if status != 404 else None
+        if not isinstance(contacts, list):
+            return [], False
+        return [c for c in contacts if isinstance(c, dict)], _has_next(body, page, len(contacts))
 
     def create_contact(self, body: dict) -> dict:
         """``POST /v1/contacts``, sent once (no upsert: a repeat would make a second contact)."""

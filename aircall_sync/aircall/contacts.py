@@ -67,8 +67,8 @@ MAPPING_VERSION = 1
 # ---------------------------------------------------------------- R-CONTACT-4: emojis
 
 # Unicode's Extended_Pictographic ranges (emoji-data.txt), which hold every emoji and the
-# pictographs that may be shown as one, plus the emoji components: ZWJ, variation selectors,
-# skin tones, regional indicators (flags), the keycap mark and tag characters.
+# pictographs that may be shown as one (©, ® and ™ among them), plus the emoji components: ZWJ,
+# variation selectors, skin tones, regional indicators (flags), the keycap mark and tag characters.
 _PICTOGRAPHIC = (
     (0x00A9, 0x00A9), (0x00AE, 0x00AE), (0x203C, 0x203C), (0x2049, 0x2049), (0x2122, 0x2122),
     (0x2139, 0x2139), (0x2194, 0x2199), (0x21A9, 0x21AA), (0x231A, 0x231B), (0x2328, 0x2328),
@@ -88,6 +88,9 @@ _PICTOGRAPHIC = (
     (0x1F90C, 0x1F93A), (0x1F93C, 0x1F945), (0x1F947, 0x1FAFF), (0x1FC00, 0x1FFFD),
     # components
     (0x200D, 0x200D), (0x20E3, 0x20E3), (0xFE00, 0xFE0F), (0xE0020, 0xE007F),
+    # and, whole, the blocks where emojis live (symbols and dingbats, the supplementary pictograph
+    # planes): what another reading of "emoji" may count is removed too (Aircall's is not documented).
+    (0x2600, 0x27BF), (0x1F000, 0x1FAFF),
 )
 _EMOJI = re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in _PICTOGRAPHIC) + "]")
 _SPACES = re.compile(r"[ \t]{2,}")
