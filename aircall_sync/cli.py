@@ -697,8 +697,15 @@ def demo(
     mode: Annotated[str, typer.Option("--mode", help="task (a Task per call) or voice (Service Cloud Voice).")] = "task",
     live: Annotated[bool, typer.Option("--live", help="Live mode instead: calls placed in the sandbox are logged "
                                                       "by `serve` as they end, with the delay of each.")] = False,
+    contacts: Annotated[bool, typer.Option("--contacts", help="Also save the matched Salesforce records in the "
+                                                              "sandbox's Aircall phone ([aircall.contacts] "
+                                                              "save_matched = true).")] = False,
 ) -> None:
-    """Start the sandbox, preview a backfill, run it and show what landed (no credentials needed)."""
+    """Start the sandbox, preview a backfill, run it and show what landed (no credentials needed).
+
+    With --contacts, the Salesforce records calls are logged against are saved as Aircall contacts too, and the
+    demo shows a few of them.
+    """
     import tempfile
 
     from aircall_sync.runner import execute
@@ -718,8 +725,10 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="aircall-sync-demo-") as tmp, \
             Sandbox(SandboxOptions(calls=calls, seed=seed, days=3)) as box:
         path = Path(tmp) / "settings.toml"
-        path.write_text(box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode, targets=("salesforce", "front")),
-                        encoding="utf-8")
+        text = box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode, targets=("salesforce", "front"))
+        if contacts:
+            text += "\n[aircall.contacts]\nsave_matched = true\n"
+        path.write_text(text, encoding="utf-8")
         settings = load_settings(path)
         end = datetime.now(UTC)
         start = end - timedelta(days=3)
@@ -757,11 +766,30 @@ def demo(
         typer.echo(f"   Front: {len(front.contacts)} contacts, {len(conversations)} open conversations in "
                    f"\"Aircall Phone\", {sum(len(c.messages) for c in conversations)} call activities, "
                    f"{sum(len(c.comments) for c in conversations)} comments by the agents.")
+        if contacts:
+            _demo_contacts(box)
         typer.echo("\n4. The same backfill again: every call is already logged, so nothing is written.\n")
         execute(settings, "backfill", out=out, err=sys.stderr, start=start, end=end, quiet=True)
         kept = store.records("VoiceCall" if mode == "voice" else "Task")
         typer.echo(f"\nThe org still holds {len(kept)} {'VoiceCalls' if mode == 'voice' else 'Tasks'}. Next: "
                    "aircall-sync init, then aircall-sync check with your own credentials.")
+
+
+def _demo_contacts(box) -> None:
+    """``demo --contacts``: the Salesforce records saved in the sandbox's Aircall phone (RULES §9)."""
+    changes = box.aircall_contacts.changes("api")
+    created = {c.contact_id for c in changes if c.op == "create"}
+    touched = {c.contact_id for c in changes} - created
+    saved = [c for c in box.aircall_contacts.all() if any(line.startswith("Salesforce ") for line in
+                                                          (c.get("information") or "").splitlines())]
+    typer.echo(f"   Aircall phone: {len(saved)} contacts carry a Salesforce record ({len(created)} created, "
+               f"{len(touched)} existing ones updated with what differed). A few:")
+    for contact in sorted(saved, key=lambda c: c["id"] in created)[:2] + [c for c in saved if c["id"] in created][:2]:
+        name = " ".join(p for p in (contact.get("first_name"), contact.get("last_name")) if p)
+        numbers = ", ".join(p["value"] for p in contact.get("phone_numbers") or [])
+        line = [x for x in (contact.get("information") or "").splitlines() if x.startswith("Salesforce ")][-1]
+        company = f" ({contact['company_name']})" if contact.get("company_name") else ""
+        typer.echo(f"   {contact['id']}  {name}{company}  {numbers}  [{line}]")
 
 
 def _is_loopback(host: str) -> bool:

@@ -199,6 +199,13 @@ class ContactSaver:
                 changes.append(Change(s.key, TARGET, OBJECT, Action.UPDATE, fields=d.desired.shown(),
                                       record_id=str(target_id), message_id=s.message_id,
                                       note=f"R-CONTACT-2: {what} into {whose}; only what differs is written"))
+            elif not d.desired.phones:
+                # Nothing Aircall takes to create one: saved only into a contact a run finds by the number.
+                self.stats.skipped += 1
+                self.stats.requests += len(_search_numbers(s, d.desired))
+                changes.append(Change(s.key, TARGET, OBJECT, Action.SKIP, message_id=s.message_id,
+                                      reason="the record has no valid Phone (R-CONTACT-1): saved only if Aircall "
+                                             "already has a contact with the number (a run searches for it)"))
             else:
                 self.stats.to_create += 1
                 numbers = _search_numbers(s, d.desired)

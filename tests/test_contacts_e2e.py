@@ -510,13 +510,19 @@ def test_explain_shows_the_contact_a_call_would_save_and_status_counts_them(tmp_
 # ---------------------------------------------------------------- live mode (serve's worker)
 
 
-def test_live_mode_saves_the_record_of_a_call_once(tmp_path):
+def test_live_mode_saves_the_record_of_a_call_and_of_a_message_once(tmp_path):
+    """R-CONTACT-1 "after a call or message is logged": serve's worker goes through the same runner."""
     from live_helpers import LiveWorker, lifecycle
+    from message_helpers import lifecycle as message_events
+    from message_helpers import message
 
     box = make_box(calls=60, seed=6, pool_size=200)
     try:
         lead = box.sf_store.insert("Lead", FirstName="Liv", LastName="Moore", Company="Live Co",
                                    Phone="+1 650 253 0000")
+        account = box.sf_store.insert("Account", Name="Texting Inc")
+        texter = box.sf_store.insert("Contact", FirstName="Mia", LastName="Message", AccountId=account,
+                                     Phone="+1 617 253 1000", Email="mia@texting.example")
         at = int(END.timestamp()) - 600
         [call_id] = box.aircall_store.add_calls([{"started_at": at, "answered_at": at + 3, "ended_at": at + 40,
                                                   "raw_digits": "+1 650-253-0000"}])
@@ -533,8 +539,16 @@ def test_live_mode_saves_the_record_of_a_call_once(tmp_path):
             [saved] = box.aircall_contacts.find_by_number("+16502530000")
             assert (saved["first_name"], saved["last_name"], saved["information"]) == (
                 "Liv", "Moore", f"Salesforce Lead {lead}")
+            live.deliver(*message_events(message("SMcontact1", external="+1 617-253-1000")))
+            result = live.worker.run_once()
+            assert result.outcomes.get(("aircall", "created")) == 1, result
+            [mia] = box.aircall_contacts.find_by_number("+16172531000")
+            assert (mia["first_name"], mia["company_name"], mia["information"]) == (
+                "Mia", "Texting Inc", f"Salesforce Contact {texter}")
+            assert [e["value"] for e in mia["emails"]] == ["mia@texting.example"]
             before = contact_requests(box)
-            live.deliver(*lifecycle(call))  # delivered again: nothing new for Aircall
+            live.deliver(*lifecycle(call))  # delivered again, and another message: nothing new for Aircall
+            live.deliver(*message_events(message("SMcontact2", external="+1 617-253-1000", body="Thanks")))
             live.worker.run_once()
             assert contact_requests(box) == before
         finally:
