@@ -155,7 +155,7 @@ class ContactSaver:
             decision = _Decision(source, rid, desired, hash_, state, "save")
             if source.created and not self.save_created:
                 decision.verdict, decision.reason = "skip", CREATED_REASON
-            elif state is not None and state.skip_hash == hash_ and state.saved_hash is None and (
+            elif state is not None and state.skip_hash == hash_ and (
                     state.skip_reason != CREATED_REASON or not self.save_created):
                 # Created by aircall-sync and untouched since (a later run finds it as an existing record),
                 # or nothing Aircall takes: not saved while it stays so.

@@ -315,3 +315,17 @@ def test_dry_run_preview_counts_creates_updates_and_requests(state) -> None:
     stats = saver.stats.to_json(60, True)
     assert (stats["create"], stats["update"], stats["skipped"], stats["requests"], stats["seconds"]) == (1, 1, 1, 4, 4)
     assert len(aircall.log) == before and state.queued_contacts() == []
+
+
+def test_R_CONTACT_3_a_saved_record_that_lost_its_contact_and_its_phone_costs_nothing_next_run(state) -> None:
+    """Saved once; then its Aircall contact was deleted and its Phone emptied in Salesforce: nothing to create
+    it with (R-CONTACT-1). That is remembered against the new fingerprint, so the next run asks nothing."""
+    aircall = FakeAircall()
+    run(state, aircall, [lead()])
+    aircall.contacts.clear()
+    phoneless = lead(Phone=None, MobilePhone="+16175550143")
+    _, outcomes = run(state, aircall, [phoneless])
+    assert [(o.outcome, o.reason) for o in outcomes] == [("skipped", NO_NUMBER_REASON)]
+    before = len(aircall.log)
+    _, outcomes = run(state, aircall, [phoneless])
+    assert [o.outcome for o in outcomes] == ["skipped"] and len(aircall.log) == before
