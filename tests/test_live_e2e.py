@@ -76,6 +76,8 @@ def test_serve_logs_calls_within_seconds_and_stops_cleanly_on_sigterm(box, tmp_p
             assert serve.post(body).status_code == 200
         wait_for(lambda: len(task_ids(box)) >= len(calls), BOUND, "every call logged")
         assert sorted(task_ids(box)) == sorted(str(c["id"]) for c in calls)  # once each
+        # The records land before the worker marks their events done: wait for that before reading metrics.
+        wait_for(lambda: serve.get("/readyz").json()["inbox_depth"] == 0, BOUND, "the inbox drained")
         metrics = serve.get("/metrics").text
         delivered = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                         if line.startswith("aircall_sync_deliveries_total{"))
