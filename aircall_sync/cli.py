@@ -228,13 +228,30 @@ def init(
 @app.command()
 @handled
 def check(ctx: typer.Context) -> None:
-    """Validate the settings (every problem at once), then reach each enabled service."""
+    """Validate the settings (every problem at once), then reach each enabled service.
+
+    With aircall.contacts.save_matched, also whether the Aircall key may write contacts: an update of contact
+    0 (which does not exist) changes nothing; a read-only key (403) is a problem naming the setting.
+    """
     settings = _options(ctx).settings()
     typer.echo(f"Settings: {settings.path} is valid.")
+    problems: list[str] = []
     with aircall_client(settings) as client:
         client.ping()
-    typer.echo(f"Aircall: credentials accepted at {settings.aircall.base_url}.")
-    problems: list[str] = []
+        typer.echo(f"Aircall: credentials accepted at {settings.aircall.base_url}.")
+        if settings.aircall.contacts.save_matched:
+            # RULES §9: an update of a contact that cannot exist (id 0) changes nothing; 403 = a read-only key.
+            if client.may_write_contacts():
+                typer.echo("Aircall: the API key may write contacts (aircall.contacts.save_matched; checked with "
+                           "an update of contact 0, which does not exist: nothing was changed).")
+            else:
+                problems.append("Aircall: this API key may not write contacts (HTTP 403 to a contact update), but "
+                                "aircall.contacts.save_matched = true: use an API key that may write contacts, or set "
+                                "aircall.contacts.save_matched = false")
+            if "salesforce" not in settings.enabled_targets():
+                problems.append("aircall.contacts.save_matched = true saves the Salesforce records calls are logged "
+                                "against, but salesforce.enabled = false: enable Salesforce, or set "
+                                "aircall.contacts.save_matched = false")
     for target in settings.enabled_targets():
         if target == "front":
             from aircall_sync.runner import front_client
@@ -247,10 +264,11 @@ def check(ctx: typer.Context) -> None:
             problems.extend(found)
             continue
         from aircall_sync.runner import connect_org
-        from aircall_sync.targets.salesforce_target import check_org, check_voice
+        from aircall_sync.targets.salesforce_target import check_contact_fields, check_org, check_voice
 
         org = connect_org(settings)
         infos, found = (check_voice if settings.salesforce.mode == "voice" else check_org)(settings, org)
+        infos = infos + check_contact_fields(settings, org)
         typer.echo(f"Salesforce: signed in to {settings.salesforce.instance_url} ({settings.salesforce.auth}); "
                    f"mode {settings.salesforce.mode}.")
         for info in infos:
@@ -353,6 +371,11 @@ def backfill(
     With AI insights on ([aircall.ai] enabled = true), each settled, answered call with at least
     aircall.ai.min_talk_seconds of talk costs up to 5 more Aircall requests (one per insight, never twice for
     one known), paced at aircall.requests_per_minute: --dry-run says how many and how long, and fetches none.
+
+    With [aircall.contacts] save_matched = true, the Salesforce record each call is logged against is saved in
+    the Aircall phone: about 2 Aircall requests per record saved (none for a record unchanged since it was
+    saved), paced with the call reads; --dry-run says how many contacts would be created or updated, and how
+    long that takes.
     """
     settings = _options(ctx).settings()
     start, end = parse_range(from_, to, settings.sync.tzinfo)
@@ -371,7 +394,9 @@ def sync(
     """Log new and changed calls, from the watermark minus sync.revisit to now minus sync.lag (for cron).
 
     With AI insights on, the insights not known yet of eligible calls are asked for (up to 5 Aircall requests
-    per call; an insight found, or known not to exist, is never asked again).
+    per call; an insight found, or known not to exist, is never asked again). With [aircall.contacts]
+    save_matched = true, the records calls are logged against are saved in the Aircall phone (about 2 requests
+    per record that changed since it was saved).
     """
     _run(ctx, "sync", dry_run=dry_run, fmt=format, report_path=report)
 
@@ -395,7 +420,8 @@ def explain(
     call_id: Annotated[str, typer.Argument(
         metavar="ID", help="An Aircall call id, or the id of a message whose webhook events serve stored.")],
 ) -> None:
-    """How the rules read one call or message, and exactly what would be written for it in each target.
+    """How the rules read one call or message, and exactly what would be written for it in each target (and, with
+    aircall.contacts.save_matched, the Aircall contact its record would be saved as).
 
     Messages (SMS, MMS, WhatsApp) exist only as the webhook events `serve` keeps: a message id is explained
     from them.
@@ -408,7 +434,8 @@ def explain(
 @app.command()
 @handled
 def status(ctx: typer.Context) -> None:
-    """The sync watermark, the last runs, unfinished backfills and the records that failed."""
+    """The sync watermark, the last runs, unfinished backfills, the records that failed, and the Salesforce
+    records saved as Aircall contacts (saved, waiting, failed)."""
     from aircall_sync.runner import status as show_status
 
     show_status(_options(ctx).settings(), out=sys.stdout)
@@ -670,8 +697,15 @@ def demo(
     mode: Annotated[str, typer.Option("--mode", help="task (a Task per call) or voice (Service Cloud Voice).")] = "task",
     live: Annotated[bool, typer.Option("--live", help="Live mode instead: calls placed in the sandbox are logged "
                                                       "by `serve` as they end, with the delay of each.")] = False,
+    contacts: Annotated[bool, typer.Option("--contacts", help="Also save the matched Salesforce records in the "
+                                                              "sandbox's Aircall phone ([aircall.contacts] "
+                                                              "save_matched = true).")] = False,
 ) -> None:
-    """Start the sandbox, preview a backfill, run it and show what landed (no credentials needed)."""
+    """Start the sandbox, preview a backfill, run it and show what landed (no credentials needed).
+
+    With --contacts, the Salesforce records calls are logged against are saved as Aircall contacts too, and the
+    demo shows a few of them.
+    """
     import tempfile
 
     from aircall_sync.runner import execute
@@ -691,8 +725,10 @@ def demo(
     with tempfile.TemporaryDirectory(prefix="aircall-sync-demo-") as tmp, \
             Sandbox(SandboxOptions(calls=calls, seed=seed, days=3)) as box:
         path = Path(tmp) / "settings.toml"
-        path.write_text(box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode, targets=("salesforce", "front")),
-                        encoding="utf-8")
+        text = box.settings_toml(Path(tmp) / "state.sqlite3", mode=mode, targets=("salesforce", "front"))
+        if contacts:
+            text += "\n[aircall.contacts]\nsave_matched = true\n"
+        path.write_text(text, encoding="utf-8")
         settings = load_settings(path)
         end = datetime.now(UTC)
         start = end - timedelta(days=3)
@@ -730,11 +766,30 @@ def demo(
         typer.echo(f"   Front: {len(front.contacts)} contacts, {len(conversations)} open conversations in "
                    f"\"Aircall Phone\", {sum(len(c.messages) for c in conversations)} call activities, "
                    f"{sum(len(c.comments) for c in conversations)} comments by the agents.")
+        if contacts:
+            _demo_contacts(box)
         typer.echo("\n4. The same backfill again: every call is already logged, so nothing is written.\n")
         execute(settings, "backfill", out=out, err=sys.stderr, start=start, end=end, quiet=True)
         kept = store.records("VoiceCall" if mode == "voice" else "Task")
         typer.echo(f"\nThe org still holds {len(kept)} {'VoiceCalls' if mode == 'voice' else 'Tasks'}. Next: "
                    "aircall-sync init, then aircall-sync check with your own credentials.")
+
+
+def _demo_contacts(box) -> None:
+    """``demo --contacts``: the Salesforce records saved in the sandbox's Aircall phone (RULES §9)."""
+    changes = box.aircall_contacts.changes("api")
+    created = {c.contact_id for c in changes if c.op == "create"}
+    touched = {c.contact_id for c in changes} - created
+    saved = [c for c in box.aircall_contacts.all() if any(line.startswith("Salesforce ") for line in
+                                                          (c.get("information") or "").splitlines())]
+    typer.echo(f"   Aircall phone: {len(saved)} contacts carry a Salesforce record ({len(created)} created, "
+               f"{len(touched)} existing ones updated with what differed). A few:")
+    for contact in sorted(saved, key=lambda c: c["id"] in created)[:2] + [c for c in saved if c["id"] in created][:2]:
+        name = " ".join(p for p in (contact.get("first_name"), contact.get("last_name")) if p)
+        numbers = ", ".join(p["value"] for p in contact.get("phone_numbers") or [])
+        line = [x for x in (contact.get("information") or "").splitlines() if x.startswith("Salesforce ")][-1]
+        company = f" ({contact['company_name']})" if contact.get("company_name") else ""
+        typer.echo(f"   {contact['id']}  {name}{company}  {numbers}  [{line}]")
 
 
 def _is_loopback(host: str) -> bool:

@@ -125,10 +125,11 @@ class PlanPrinter:
         if change.note:
             head.append(f"  ({change.note})", style="dim")
         self.console.print(head)
-        if change.action is Action.UPDATE:
+        if change.action is Action.UPDATE and change.diff:
             for name, (old, new) in change.diff.items():
                 self.console.print(f"    {name}: {_show(old)} -> {_show(new)}", markup=False)
-        elif change.action is Action.CREATE:
+        elif change.action is Action.CREATE or change.action is Action.UPDATE:
+            # An update whose current values are not read by a preview (an Aircall contact): what it holds.
             for name, value in change.fields.items():
                 self.console.print(f"    {name} = {_show(value)}", markup=False)
         for warning in change.warnings:
@@ -156,6 +157,9 @@ def plan_table(out: IO[str], summary: dict) -> None:
     ai = summary.get("ai")
     if ai is not None:
         c.print(ai_plan_line(ai), markup=False)
+    contacts = summary.get("contacts")
+    if contacts is not None:
+        c.print(contacts_plan_line(contacts), markup=False)
 
 
 def duration_words(seconds: int) -> str:
@@ -189,6 +193,28 @@ def ai_run_line(ai: dict) -> str:
     return line + "."
 
 
+def contacts_plan_line(contacts: dict) -> str:
+    """RULES §9 in a dry run: the contacts a run would save and what that costs, before anything is spent."""
+    return (f"Aircall contacts: {contacts['records']} matched record(s): {contacts['create']} would be created and "
+            f"{contacts['update']} updated in Aircall (only what differs), {contacts['unchanged']} unchanged since "
+            f"saved, {contacts['skipped']} not saved; about {contacts['requests']} Aircall request(s), "
+            f"{duration_words(contacts['seconds'])} at aircall.requests_per_minute = "
+            f"{contacts['requests_per_minute']} (a contact found by its number is updated instead of created).")
+
+
+def contacts_run_line(contacts: dict) -> str:
+    """The Aircall contacts part of a run's summary (RULES §9)."""
+    line = (f"Aircall contacts: {contacts.get('created', 0)} created, {contacts.get('updated', 0)} updated, "
+            f"{contacts.get('unchanged', 0)} unchanged, {contacts.get('skipped', 0)} not saved, "
+            f"{contacts.get('failed', 0)} failed; {contacts['requests']} Aircall request(s)")
+    if contacts.get("forbidden"):
+        line += ("; Aircall answered 403 (this API key may not write contacts): none more was saved in this run "
+                 "(set aircall.contacts.save_matched = false, or use a key that may)")
+    elif contacts.get("error"):
+        line += f"; stopped saving: {contacts['error']} (the records wait for the next run)"
+    return line + "."
+
+
 def run_summary(out: IO[str], summary) -> None:
     """The end of a real run: what happened per target, the requests it took, the failures."""
     c = console(out)
@@ -206,6 +232,8 @@ def run_summary(out: IO[str], summary) -> None:
     c.print(f"Requests: {requests}" + (f" (retries: {retries})" if retries else "") + ".", markup=False)
     if getattr(summary, "ai", None) is not None:
         c.print(ai_run_line(summary.ai), markup=False)
+    if getattr(summary, "contacts", None) is not None:
+        c.print(contacts_run_line(summary.contacts), markup=False)
     if summary.unsettled:
         c.print(f"{summary.unsettled} call(s) not settled yet were left for a later run.", markup=False)
     for bad in summary.unreadable:

@@ -68,6 +68,8 @@ class RunSummary:
     seconds: float = 0.0
     #: AI insights (RULES §8), when aircall.ai.enabled: eligible calls, requests, what was found.
     ai: dict[str, Any] | None = None
+    #: Matched records saved as Aircall contacts (RULES §9), when aircall.contacts.save_matched.
+    contacts: dict[str, Any] | None = None
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class RunSummary:
             "retries": self.retries,
             **({"stopped": self.stopped} if self.stopped else {}),
             **({"ai": self.ai} if self.ai is not None else {}),
+            **({"contacts": self.contacts} if self.contacts is not None else {}),
         }
 
 
@@ -160,6 +163,13 @@ class Runner:
 
             self.ai = InsightSource(settings, client, state, dry_run=dry_run, now=self.now,
                                     targets=lambda: [t.name for t in self.active_targets()])
+        #: Matched Salesforce records saved in the Aircall phone (RULES §9), after each chunk is logged.
+        self.contacts = None
+        if settings.aircall.contacts.save_matched and "salesforce" in self.names:
+            from aircall_sync.contacts import ContactSaver
+
+            self.contacts = ContactSaver(settings, client, state, dry_run=dry_run)
+        self._leftovers_saved = False
 
     # ------------------------------------------------------------ entry points
 
@@ -366,9 +376,10 @@ class Runner:
             self._chunk(chunk, checkpoint, only_changed)
         except BaseException:
             if self._sent is not None:
-                # What was sent is still collected and recorded before the error stops the run.
+                # What was sent is still collected and recorded before the error stops the run (its contacts
+                # stay queued for the next run: no Aircall request on the way out).
                 try:
-                    self._collect(self._sent)
+                    self._collect(self._sent, save_contacts=False)
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     log.debug("could not collect the writes already sent", exc_info=True)
             raise
@@ -391,8 +402,11 @@ class Runner:
             chunk[:] = self.ai.attach_known(chunk)  # live events, retries: the insights the state holds
         batches = self._each(self.active_targets(), lambda target: target.plan(chunk, only_changed=only_changed))
         if self.dry_run:
-            for _target, batch in batches:
-                for change in batch.changes():
+            for target, batch in batches:
+                changes = batch.changes()
+                if self.contacts is not None and hasattr(target, "contact_sources"):
+                    changes += self.contacts.preview(target.contact_sources(batch))
+                for change in changes:
                     self.summary.changes[(change.target, change.object, change.action.value)] += 1
                     if self.sink:
                         self.sink.add(change)
@@ -400,8 +414,10 @@ class Runner:
             return
         if self._sent is not None:
             self._collect(self._sent)
+        self._save_leftover_contacts()
         sent = self._sent = _Sent(len(chunk), checkpoint)
         plans = dict(batches)
+        sent.batches = {target.name: batch for target, batch in batches}
 
         def send(target) -> Callable[[], list]:
             batch = plans[target]
@@ -443,7 +459,7 @@ class Runner:
             if not lock.wanted():
                 return
             if self._sent is not None:
-                self._collect(self._sent)
+                self._collect(self._sent, save_contacts=False)  # the writer waiting is not kept waiting
             lock.pass_if_wanted()
         else:
             lock.acquire()
@@ -461,16 +477,20 @@ class Runner:
         if lock is None or not lock.held or not lock.wanted():
             return
         if self._sent is not None:
-            self._collect(self._sent)
+            self._collect(self._sent, save_contacts=False)
         lock.release()  # taken again, fairly, by the next chunk's _take_turn
 
-    def _collect(self, sent: _Sent) -> None:
+    def _collect(self, sent: _Sent, save_contacts: bool = True) -> None:
         """Wait for a sent chunk's results; record them, and its window's checkpoint, in one transaction.
 
         Once only, even when it fails (a collect function is not run twice). The
         checkpoint is recorded only for a chunk every target sent and collected,
         and only while no target has stopped: otherwise a resumed run would skip
         calls that were never written.
+
+        With ``aircall.contacts.save_matched`` (RULES §9), the records the chunk's calls were logged against
+        are queued in the same transaction, then saved in Aircall (``save_contacts``; otherwise, and when
+        this run is stopped before, the queue is saved by the next chunk or the next run).
         """
         if self._sent is sent:
             self._sent = None
@@ -482,9 +502,13 @@ class Runner:
                 results.extend(self._each([target], lambda _target, collect=collect: collect()))
             except BaseException as exc:  # the others are still recorded, then this is raised
                 error = error or exc
+        contacts: list = []
         with self.state.transaction():
             for target, outcomes in results:
                 target.record(outcomes, self.run_id)
+                batch = sent.batches.get(target.name)
+                if self.contacts is not None and batch is not None and hasattr(target, "contact_sources"):
+                    contacts += self.contacts.enqueue(target.contact_sources(batch, outcomes))
             if sent.checkpoint is not None and sent.complete and error is None and not self.stopped:
                 self.state.complete_window(*sent.checkpoint)
         for target, outcomes in results:
@@ -494,13 +518,35 @@ class Runner:
                     self.summary.failures.append(outcome.to_json())
                 if self.report is not None:
                     self.report.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+        if self.contacts is not None and save_contacts and error is None:
+            contacts += self.contacts.drain()
+        self._record_contacts(contacts)
         if self.report is not None:
             self.report.flush()
         if error is not None:
             raise error
         self.progress("logged", sent.calls)
 
+    def _save_leftover_contacts(self) -> None:
+        """What an earlier run queued and did not save (killed, Aircall away): saved first, once per run, under
+        the write lock (RULES §9), even by a run that has no call to log (a resumed backfill with nothing left)."""
+        if self.contacts is None or self.dry_run or self._leftovers_saved:
+            return
+        self._leftovers_saved = True
+        if self.write_lock is not None and not self.write_lock.held:
+            self.write_lock.acquire()
+        self._record_contacts(self.contacts.drain())
+
+    def _record_contacts(self, outcomes: list) -> None:
+        """RULES §9 outcomes (target ``aircall``) in the summary and the report. A contact not saved is
+        reported, never a failed record of the run (exit 3 is for the calls' own records)."""
+        for outcome in outcomes:
+            self.summary.outcomes[(outcome.target, outcome.outcome)] += 1
+            if self.report is not None:
+                self.report.write(json.dumps(outcome.to_json(), ensure_ascii=False) + "\n")
+
     def _finish(self) -> RunSummary:
+        self._save_leftover_contacts()
         if self.write_lock is not None:
             self.write_lock.release()
         self.summary.requests = {"aircall": self.client.stats.requests}
@@ -512,6 +558,9 @@ class Runner:
         self.summary.seconds = time.monotonic() - self._started
         if self.ai is not None:
             self.summary.ai = self.ai.stats.to_json(self.settings.aircall.requests_per_minute, self.dry_run)
+        if self.contacts is not None:
+            self.summary.contacts = self.contacts.stats.to_json(self.settings.aircall.requests_per_minute,
+                                                                self.dry_run)
         if self.sink is not None:
             self.sink.close(self.plan_summary())
         return self.summary
@@ -522,7 +571,8 @@ class Runner:
             per.setdefault(target, {}).setdefault(obj, {})[action] = n
         return {"calls": self.summary.calls, **({"messages": self.summary.messages} if self.summary.messages else {}),
                 "unsettled": self.summary.unsettled, "changes": per,
-                **({"ai": self.summary.ai} if self.summary.ai is not None else {})}
+                **({"ai": self.summary.ai} if self.summary.ai is not None else {}),
+                **({"contacts": self.summary.contacts} if self.summary.contacts is not None else {})}
 
 
 @dataclass
@@ -533,6 +583,7 @@ class _Sent:
     checkpoint: tuple[str, tuple[int, int]] | None
     targets: list[tuple[Any, Callable[[], list]]] = field(default_factory=list)
     complete: bool = False  # every target sent its writes
+    batches: dict[str, Any] = field(default_factory=dict)  # target name -> its plan (RULES §9 reads it)
 
 
 class Prefetch:
@@ -864,6 +915,24 @@ def _live_status(c, state: State, settings) -> None:
                 f"(checked {webhook.get('checked_at')})", markup=False)
 
 
+def _contacts_status(c, state: State, settings) -> None:
+    """``status``: the Salesforce records saved in Aircall (RULES §9), from the state only."""
+    counts = state.contact_counts()
+    if not settings.aircall.contacts.save_matched and not any(counts.values()):
+        return
+    line = (f"Aircall contacts: {counts['saved']} Salesforce record(s) saved ({counts['created']} in contacts "
+            f"aircall-sync created), {counts['queued']} waiting for the next run, {counts['skipped']} not saved "
+            f"(created by aircall-sync, or no number Aircall takes), {counts['failed']} failed")
+    if not settings.aircall.contacts.save_matched:
+        line += " (aircall.contacts.save_matched is false now)"
+    c.print(line + ".", markup=False)
+    for row in state.contact_failures():
+        where = f" (contact {row.contact_id})" if row.contact_id else ""
+        again = "tried again by the next run" if row.queued else "tried again when the record changes or is logged again"
+        c.print(f"  {row.object} {row.record_id}{where}: {row.error_code}: {row.error} [{row.attempts} attempt(s), "
+                f"last {_iso(row.updated_at)}; {again}]", markup=False)
+
+
 def _span(delta: timedelta) -> str:
     days, seconds = delta.days, delta.seconds
     return f"{days}d" if days and not seconds else f"{int(delta.total_seconds())}s"
@@ -930,8 +999,10 @@ def explain_message(settings, message_id: str, events: list, *, out: IO[str]) ->
     try:
         printer = render.PlanPrinter(out, show_unchanged=True)
         for target in connect_targets(settings, names, state, dry_run=True):
-            for change in target.plan([a], only_changed=False).changes():
+            batch = target.plan([a], only_changed=False)
+            for change in batch.changes():
                 printer(change)
+            _explain_contacts(settings, state, target, batch, printer, c)
     finally:
         close_state()
 
@@ -979,8 +1050,24 @@ def _explain_call(settings, call_id: int, *, out: IO[str], now: datetime | None 
             batch = target.plan([a], only_changed=False)
             for change in batch.changes():
                 printer(change)
+            _explain_contacts(settings, state, target, batch, printer, c)
     finally:
         close_state()
+
+
+def _explain_contacts(settings, state: State, target, batch, printer, c) -> None:
+    """``explain`` with ``aircall.contacts.save_matched`` (RULES §9): what would be saved in Aircall for the
+    record the item is logged against (nothing is sent: a run searches Aircall first)."""
+    if not settings.aircall.contacts.save_matched or not hasattr(target, "contact_sources"):
+        return
+    from aircall_sync.contacts import ContactSaver
+
+    changes = ContactSaver(settings, None, state, dry_run=True).preview(target.contact_sources(batch))
+    if not changes:
+        c.print("Aircall contact: nothing to save (R-CONTACT-1: only a Salesforce record the item is logged "
+                "against is saved)", markup=False)
+    for change in changes:
+        printer(change)
 
 
 def _explain_insights(a: rules.Assessment, settings, state: State, now: datetime) -> tuple[rules.Assessment, str]:
@@ -1034,6 +1121,7 @@ def status(settings, *, out: IO[str]) -> None:
                               _iso(run.finished_at) if run.finished_at else "-", str(run.outcome or "running"),
                               str(run.counts.get("calls", "-")))
             c.print(table)
+        _contacts_status(c, state, settings)
         failures = state.failures()
         if not failures:
             c.print("Failed records: none.")

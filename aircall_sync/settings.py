@@ -43,6 +43,7 @@ __all__ = [
     "AI_FIELD_KEYS",
     "AiSettings",
     "AircallSettings",
+    "ContactsSettings",
     "BusinessHours",
     "CALL_KINDS",
     "CONFIG_ENV_VAR",
@@ -642,6 +643,16 @@ class AiSettings:
 
 
 @dataclass(frozen=True)
+class ContactsSettings:
+    """``[aircall.contacts]``: matched Salesforce records saved as Aircall contacts (RULES §9, R-CONTACT-1..4)."""
+
+    #: R-CONTACT-1: after a call or message is logged against an existing Salesforce record, save it in Aircall.
+    save_matched: bool = _key(False, _bool)
+    #: R-CONTACT-1: records this tool created for an unknown number (R-SF-MATCH-4) are saved too.
+    save_created: bool = _key(False, _bool)
+
+
+@dataclass(frozen=True)
 class AircallSettings:
     """``[aircall]``: the source of the calls."""
 
@@ -650,6 +661,7 @@ class AircallSettings:
     base_url: str = _key("https://api.aircall.io/v1", _url)
     requests_per_minute: int = _key(60, _int(1))
     ai: AiSettings = _section(AiSettings)
+    contacts: ContactsSettings = _section(ContactsSettings)
 
 
 @dataclass(frozen=True)
@@ -1229,6 +1241,10 @@ def _read_aircall(ctx: _Context, raw: Any) -> AircallSettings:
     if "aircall.ai.settle" not in ctx.bad and settle > dt.timedelta(days=30):
         ctx.problem("aircall.ai.settle", f"expected a duration of at most \"30d\" (Aircall produces its AI data "
                                          f"minutes after a call), got {_span(settle)}")
+    contacts = settings.contacts
+    if contacts.save_created and not contacts.save_matched and "aircall.contacts.save_created" not in ctx.bad:
+        ctx.problem("aircall.contacts.save_created", "true has no effect while aircall.contacts.save_matched is "
+                                                     "false: set save_matched = true too, or save_created = false")
     return settings
 
 

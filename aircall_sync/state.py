@@ -56,6 +56,7 @@ __all__ = [
     "PENDING",
     "WRITTEN",
     "BackfillProgress",
+    "ContactState",
     "Failure",
     "InsightState",
     "LockInfo",
@@ -261,11 +262,43 @@ CREATE TABLE insights (
 ) WITHOUT ROWID;
 """
 
+# Saving CRM records in the Aircall phone (RULES §9): one row per Salesforce record. ``saved_hash`` is the
+# fingerprint of what was last saved (R-CONTACT-3: the same fingerprint costs no request); ``contact_id`` the
+# Aircall contact it went to, ``ours`` whether aircall-sync created that contact (R-CONTACT-2). ``queued`` is
+# the work still to do (the record as a contact, and the call that brought it), written in the same transaction
+# as the call's outcomes, so a run killed before saving it leaves it for the next run. ``creating_at`` is set
+# and committed before ``POST /v1/contacts`` and cleared with the answer: found set, the create may have landed,
+# and Aircall is searched before any second create (Aircall has no upsert). ``skip_hash``: the record's
+# fingerprint while it is not to be saved (created by aircall-sync for an unknown number, or with no number
+# Aircall takes).
+_SCHEMA_5 = """
+CREATE TABLE aircall_contacts (
+    record_id   TEXT    NOT NULL PRIMARY KEY CHECK (record_id <> ''),
+    object      TEXT    NOT NULL,
+    contact_id  INTEGER CHECK (contact_id IS NULL OR typeof(contact_id) = 'integer'),
+    ours        INTEGER NOT NULL DEFAULT 0 CHECK (ours IN (0, 1)),
+    saved_hash  TEXT,
+    saved_at    TEXT,
+    skip_hash   TEXT,
+    skip_reason TEXT,
+    queued      TEXT,
+    queued_hash TEXT    CHECK ((queued IS NULL) = (queued_hash IS NULL)),
+    creating_at TEXT,
+    error_code  TEXT,
+    error       TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    updated_at  TEXT    NOT NULL
+) WITHOUT ROWID;
+
+CREATE INDEX aircall_contacts_queued ON aircall_contacts (updated_at) WHERE queued IS NOT NULL;
+"""
+
 MIGRATIONS: list[Migration] = [
     _SCHEMA_1,
     _SCHEMA_2,
     _SCHEMA_3,
     _SCHEMA_4,
+    _SCHEMA_5,
 ]
 """Schema migrations; entry ``n`` takes ``PRAGMA user_version`` from ``n`` to ``n+1``.
 
@@ -373,6 +406,27 @@ class InsightState:
     def final(self) -> bool:
         """Nothing more to ask Aircall for: found, or known not to exist."""
         return self.status in ("found", "none")
+
+
+@dataclass(frozen=True)
+class ContactState:
+    """What the state knows of one Salesforce record saved (or to save) in Aircall (schema 5, RULES §9)."""
+
+    record_id: str
+    object: str
+    contact_id: int | None
+    ours: bool  # aircall-sync created the Aircall contact
+    saved_hash: str | None
+    saved_at: datetime | None
+    skip_hash: str | None
+    skip_reason: str | None
+    queued: dict[str, Any] | None  # what is still to save, with the call that brought it
+    queued_hash: str | None
+    creating_at: datetime | None  # a create was sent and its answer not recorded
+    error_code: str | None
+    error: str | None
+    attempts: int
+    updated_at: datetime
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1026,6 +1080,136 @@ class State:
                     (call_id, kind, status, text, when, when),
                 )
         return changed
+
+    # ---------------------------------------------------------------- Aircall contacts (RULES §9)
+
+    _CONTACT_COLUMNS = ("record_id, object, contact_id, ours, saved_hash, saved_at, skip_hash, skip_reason, queued, "
+                        "queued_hash, creating_at, error_code, error, attempts, updated_at")
+
+    @staticmethod
+    def _contact(row: tuple) -> ContactState:
+        (record_id, obj, contact_id, ours, saved_hash, saved_at, skip_hash, skip_reason, queued, queued_hash,
+         creating_at, error_code, error, attempts, updated_at) = row
+        return ContactState(record_id, obj, contact_id, bool(ours), saved_hash, _opt_ts(saved_at), skip_hash,
+                            skip_reason, json.loads(queued) if queued else None, queued_hash, _opt_ts(creating_at),
+                            error_code, error, attempts, _parse_ts(updated_at))
+
+    @_db
+    def get_contacts(self, record_ids: Iterable[str]) -> dict[str, ContactState]:
+        """Salesforce record id -> what is known of it as an Aircall contact (unknown records are absent)."""
+        ids = sorted({_name(r, "record id") for r in record_ids})
+        out: dict[str, ContactState] = {}
+        with self._txn(write=False) as conn:
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(f"SELECT {self._CONTACT_COLUMNS} FROM aircall_contacts "
+                                        f"WHERE record_id IN ({marks})", chunk):
+                    out[row[0]] = self._contact(row)
+        return out
+
+    @_db
+    def queued_contacts(self) -> list[ContactState]:
+        """The records waiting to be saved, oldest first."""
+        with self._txn(write=False) as conn:
+            return [self._contact(row) for row in conn.execute(
+                f"SELECT {self._CONTACT_COLUMNS} FROM aircall_contacts WHERE queued IS NOT NULL "
+                "ORDER BY updated_at, record_id")]
+
+    @_db
+    def queue_contacts(self, items: Iterable[tuple[str, str, str, Mapping[str, Any]]]) -> None:
+        """Queue ``(record_id, object, hash, payload)``: the record to save, replacing what waited for it."""
+        now = _ts(_now())
+        rows = [(_name(r, "record id"), _name(o, "object"), _dumps(dict(p)), _name(h, "hash"), now)
+                for r, o, h, p in items]
+        if not rows:
+            return
+        with self._txn(write=True) as conn:
+            conn.executemany(
+                "INSERT INTO aircall_contacts (record_id, object, queued, queued_hash, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (record_id) DO UPDATE SET object = excluded.object, "
+                "queued = excluded.queued, queued_hash = excluded.queued_hash, updated_at = excluded.updated_at",
+                rows,
+            )
+
+    @_db
+    def skip_contacts(self, items: Iterable[tuple[str, str, str, str]]) -> None:
+        """Record ``(record_id, object, hash, reason)``: not to be saved while the record hashes to ``hash``."""
+        now = _ts(_now())
+        rows = [(_name(r, "record id"), _name(o, "object"), _name(h, "hash"), reason, now) for r, o, h, reason in items]
+        if not rows:
+            return
+        with self._txn(write=True) as conn:
+            conn.executemany(
+                "INSERT INTO aircall_contacts (record_id, object, skip_hash, skip_reason, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (record_id) DO UPDATE SET skip_hash = excluded.skip_hash, "
+                "skip_reason = excluded.skip_reason, queued = NULL, queued_hash = NULL, error_code = NULL, "
+                "error = NULL, attempts = 0, updated_at = excluded.updated_at",
+                rows,
+            )
+
+    @_db
+    def contact_creating(self, record_id: str, at: datetime | None = None) -> None:
+        """The write-ahead mark, committed before ``POST /v1/contacts`` (its answer may be lost)."""
+        with self._txn(write=True) as conn:
+            conn.execute("UPDATE aircall_contacts SET creating_at = ?, updated_at = ? WHERE record_id = ?",
+                         (_ts(at or _now()), _ts(_now()), _name(record_id, "record id")))
+
+    @_db
+    def contact_found(self, record_id: str, contact_id: int | None, ours: bool) -> None:
+        """The Aircall contact of a record, known before it is written to (or forgotten: ``contact_id`` None,
+        when Aircall no longer has it). A contact found clears the create mark: it is the one to update."""
+        with self._txn(write=True) as conn:
+            conn.execute(
+                "UPDATE aircall_contacts SET contact_id = ?, ours = ?, creating_at = CASE WHEN ? IS NULL THEN "
+                "creating_at ELSE NULL END, updated_at = ? WHERE record_id = ?",
+                (contact_id, int(bool(ours) and contact_id is not None), contact_id, _ts(_now()),
+                 _name(record_id, "record id")))
+
+    @_db
+    def contact_saved(self, record_id: str, contact_id: int, ours: bool, hash_: str) -> None:
+        """The record is in Aircall as it hashes to ``hash_``: nothing waits for it any more."""
+        now = _ts(_now())
+        with self._txn(write=True) as conn:
+            conn.execute(
+                "UPDATE aircall_contacts SET contact_id = ?, ours = ?, saved_hash = ?, saved_at = ?, "
+                "queued = CASE WHEN queued_hash = ? THEN NULL ELSE queued END, "
+                "queued_hash = CASE WHEN queued_hash = ? THEN NULL ELSE queued_hash END, "
+                "creating_at = NULL, skip_hash = NULL, skip_reason = NULL, error_code = NULL, error = NULL, "
+                "attempts = 0, updated_at = ? WHERE record_id = ?",
+                (int(contact_id), int(bool(ours)), _name(hash_, "hash"), now, hash_, hash_, now,
+                 _name(record_id, "record id")))
+
+    @_db
+    def contact_failed(self, record_id: str, code: str, message: str, *, again: bool,
+                       clear_creating: bool = False) -> None:
+        """A save that failed. ``again``: it stays queued for the next run (a transient failure, or a create
+        whose outcome is unknown); otherwise it waits until the record changes or is logged again.
+        ``clear_creating``: the create was refused, so nothing was created (the mark goes)."""
+        with self._txn(write=True) as conn:
+            conn.execute(
+                "UPDATE aircall_contacts SET error_code = ?, error = ?, attempts = attempts + 1, "
+                "queued = CASE WHEN ? THEN queued ELSE NULL END, "
+                "queued_hash = CASE WHEN ? THEN queued_hash ELSE NULL END, "
+                "creating_at = CASE WHEN ? THEN NULL ELSE creating_at END, updated_at = ? WHERE record_id = ?",
+                (_name(code, "code"), str(message)[:_MAX_MESSAGE], int(again), int(again), int(clear_creating),
+                 _ts(_now()), _name(record_id, "record id")))
+
+    @_db
+    def contact_counts(self) -> dict[str, int]:
+        """For ``status``: records saved, contacts aircall-sync created, waiting, failed, not saved on purpose."""
+        with self._txn(write=False) as conn:
+            row = conn.execute(
+                "SELECT count(saved_hash), coalesce(sum(ours AND contact_id IS NOT NULL), 0), count(queued), "
+                "count(error), count(skip_hash), count(creating_at) FROM aircall_contacts").fetchone()
+        return dict(zip(("saved", "created", "queued", "failed", "skipped", "creating"), row, strict=True))
+
+    @_db
+    def contact_failures(self, limit: int = 50) -> list[ContactState]:
+        """The records whose last save failed, newest first."""
+        with self._txn(write=False) as conn:
+            return [self._contact(row) for row in conn.execute(
+                f"SELECT {self._CONTACT_COLUMNS} FROM aircall_contacts WHERE error IS NOT NULL "
+                "ORDER BY updated_at DESC, record_id LIMIT ?", (limit,))]
 
     # ---------------------------------------------------------------- posted extras
 

@@ -17,7 +17,8 @@ Control API, all JSON:
     "aircall_faults": {Faults kwargs, "script": [{"kinds", "path_prefix"}]},
     "salesforce_http_faults": {Faults kwargs, "script": [...], "exclude": [path prefixes]},
     "salesforce_faults": {SalesforceFaults kwargs},
-    "salesforce_auth": {AuthConfig kwargs}, "aircall_credentials": [id, token]}``;
+    "salesforce_auth": {AuthConfig kwargs}, "aircall_credentials": [id, token],
+    "aircall_contacts": {ContactOptions kwargs}}``;
     answers ``{"settings", "aircall_url", "salesforce_url", "seed_ids"}``.
 ``GET /boxes/NAME/records/OBJECT``
     every record of one sObject in the emulated org.
@@ -25,6 +26,8 @@ Control API, all JSON:
     every Aircall call (id, status, started_at, ended_at, raw_digits).
 ``GET /boxes/NAME/requests``
     the request log of both emulators, oldest first.
+``GET /boxes/NAME/contacts``
+    every Aircall contact the API can see (``ContactBook.all``), and ``changes``: what the API changed.
 ``GET /boxes/NAME/stats``
     requests served per API, injected faults per API and kind, UNABLE_TO_LOCK_ROW
     injected, Salesforce write requests that succeeded, token requests, emulator
@@ -115,6 +118,7 @@ class _Box:
 
     def __init__(self, spec: Mapping[str, Any]):
         from aircall_sync.sandbox.aircall_api import AircallApp
+        from aircall_sync.sandbox.aircall_contacts import ContactOptions
         from aircall_sync.sandbox.salesforce_api import AuthConfig, SalesforceFaults
         from aircall_sync.sandbox.server import Faults, LoopbackServer
         from aircall_sync.sandbox.stack import Sandbox, SandboxOptions
@@ -139,6 +143,8 @@ class _Box:
             salesforce_faults=SalesforceFaults(**spec["salesforce_faults"]) if spec.get("salesforce_faults") else None,
             salesforce_http_faults=sf_http,
             salesforce_auth=AuthConfig(**spec["salesforce_auth"]) if spec.get("salesforce_auth") else None,
+            **({"aircall_contacts": ContactOptions(**spec["aircall_contacts"])} if spec.get("aircall_contacts")
+               else {}),
         )
         self.box = Sandbox(options).start()
         self.extra_server = None
@@ -251,6 +257,10 @@ class _Box:
                                                       or "/sobjects/" in rec.path))
         out["locks_injected"] = self.box.salesforce.app.faults.locks_injected
         return out
+
+    def contacts(self) -> dict:
+        book = self.box.aircall_contacts
+        return {"contacts": book.all(), "changes": [[c.op, c.contact_id, c.changed] for c in book.changes("api")]}
 
     def request_log(self) -> list[list]:
         out = []
@@ -380,6 +390,8 @@ class _Control(BaseHTTPRequestHandler):
                     self._reply(box.stats())
                 elif self.command == "GET" and rest == ["requests"]:
                     self._reply(box.request_log())
+                elif self.command == "GET" and rest == ["contacts"]:
+                    self._reply(box.contacts())
                 elif self.command == "POST" and rest == ["trap"]:
                     box.arm(self._body())
                     self._reply({"ok": True})
@@ -521,6 +533,10 @@ class BoxHandle:
 
     def stats(self) -> dict:
         return self.harness.call("GET", f"/boxes/{self.name}/stats")
+
+    def contacts(self) -> dict:
+        """The emulated Aircall's contacts (``contacts``) and the API's changes (``changes``: [op, id, changed])."""
+        return self.harness.call("GET", f"/boxes/{self.name}/contacts")
 
     def request_log(self) -> list[list]:
         """Every request served, oldest first: [api, method, path, status, fault]."""

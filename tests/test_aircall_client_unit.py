@@ -179,3 +179,73 @@ def test_unusable_calls_are_reported_with_their_id():
     calls = list(client.iter_calls(datetime.fromtimestamp(0, UTC), datetime.fromtimestamp(100, UTC), bad.append))
     assert [c.id for c in calls] == [5]
     assert [b.call_id for b in bad] == [6, None]
+
+
+# ---------------------------------------------------------------- contacts (RULES §9, aircall-api.md §12)
+
+
+def test_contact_requests_share_the_pacer_with_the_call_reads():
+    """DESIGN §5: Aircall's limit is company-wide, so contact requests wait their turn like the call pages."""
+    recorder = Recorder()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/contacts/search"):
+            return httpx.Response(200, json={"contacts": [], "meta": {"total": 0}})
+        return httpx.Response(200, json={"calls": [], "meta": {"total": 0, "next_page_link": None}})
+
+    client = AircallClient("https://aircall.test/v1", "id", "t", requests_per_minute=60,
+                           retry=RetryPolicy(sleep=recorder.sleep), transport=httpx.MockTransport(handler))
+    client.pacer._clock = lambda: 0.0  # no time passes between requests
+    client.pacer._sleep = recorder.sleep
+    list(client.iter_payloads(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC)))
+    client.search_contacts(phone_number="+16176105413")
+    client.may_write_contacts()
+    assert recorder.sleeps == [1.0, 2.0]  # each one a second (60/min) after the one before, whatever its kind
+    assert client.stats.requests == 3
+
+
+def test_contact_answers_403_404_and_refusals():
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/contacts/0":
+            return httpx.Response(403, json={"message": "Forbidden"})
+        if path == "/v1/contacts/7":
+            return httpx.Response(404, json={"message": "Not Found"})
+        if path == "/v1/contacts/search":
+            assert request.url.query.decode().count("phone_number=%2B33176111111") == 1  # + sent as %2B (§12)
+            return httpx.Response(200, json={"contacts": [{"id": 9}], "meta": {"total": 1}})
+        if path == "/v1/contacts" and request.method == "POST":
+            return httpx.Response(400, json={"error": "Bad Request", "errors": "phone_numbers can't be blank"})
+        return httpx.Response(500)
+
+    from aircall_sync.aircall.client import AircallApiError, ContactsForbiddenError
+
+    client = client_for(handler)
+    assert client.may_write_contacts() is False
+    with pytest.raises(ContactsForbiddenError, match="HTTP 403 for POST /v1/contacts/0"):
+        client.update_contact(0, {"first_name": "x"})
+    assert client.get_contact(7) is None
+    assert client.search_contacts(phone_number="+33176111111") == [{"id": 9}]
+    with pytest.raises(AircallApiError, match="phone_numbers can't be blank") as refused:
+        client.create_contact({"first_name": "x"})
+    assert refused.value.status == 400
+
+
+def test_a_contact_create_is_sent_once_even_after_a_5xx():
+    """Aircall has no upsert (§12): a create whose answer is a 5xx or lost is not sent again by the client."""
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.method)
+        return httpx.Response(502)
+
+    client = client_for(handler)
+    with pytest.raises(ServiceError):
+        client.create_contact({"phone_numbers": [{"label": "Work", "value": "+33176111111"}]})
+    assert sent == ["POST"]
+    with pytest.raises(ServiceError):
+        client.add_contact_detail(5, "phone", "Work", "+33176111111")
+    assert sent == ["POST", "POST"]
+    with pytest.raises(ServiceError):
+        client.get_contact(5)  # a read is retried as usual
+    assert sent.count("GET") == 4

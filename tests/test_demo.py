@@ -28,6 +28,20 @@ def test_demo_previews_logs_and_writes_nothing_twice():
     assert f"The org still holds {tasks} Tasks." in out
 
 
+def test_demo_contacts_shows_matched_records_saved_in_the_aircall_phone_once():
+    """Issue 14 (RULES §9): `demo --contacts` saves the matched records in the sandbox's Aircall phone, shows a
+    few, and the second backfill sends no contact request."""
+    result = runner.invoke(app, ["demo", "--calls", "80", "--contacts"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert re.search(r"Aircall contacts: \d+ matched record\(s\): \d+ would be created", out)
+    saved = re.search(r"Aircall phone: (\d+) contacts carry a Salesforce record \((\d+) created, (\d+) existing", out)
+    assert saved and int(saved.group(1)) > 5 and int(saved.group(1)) == int(saved.group(2)) + int(saved.group(3))
+    assert len(re.findall(r"^   \d+  .+  \+\d+.*  \[Salesforce (Contact|Lead|Account) \w{18}\]$", out, re.M)) >= 2
+    second = out.split("4. The same backfill again")[1]
+    assert "Aircall contacts: 0 created, 0 updated" in second and "; 0 Aircall request(s)." in second
+
+
 def test_demo_live_logs_each_placed_call_within_seconds_and_stops_serve_cleanly():
     result = runner.invoke(app, ["demo", "--live"])
     assert result.exit_code == 0, result.output

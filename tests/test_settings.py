@@ -93,6 +93,9 @@ DEFAULTS = [
     ("aircall.ai.enabled", False),
     ("aircall.ai.min_talk_seconds", 30),
     ("aircall.ai.settle", dt.timedelta(hours=2)),
+    # RULES §9 (R-CONTACT-1)
+    ("aircall.contacts.save_matched", False),
+    ("aircall.contacts.save_created", False),
     ("sync.timezone", "UTC"),
     ("sync.tzinfo", ZoneInfo("UTC")),
     ("sync.lag", dt.timedelta(minutes=30)),  # R-CALL-5
@@ -558,6 +561,19 @@ def test_R_AI_1_ai_settings_are_read() -> None:
         "aircall.ai.min_talk_seconds: expected an integer from 0 to 86400, got -1"]
     assert problems_of(data(aircall={"ai": {"enable": True}})) == [
         'aircall.ai.enable: unknown key (did you mean "enabled"?)']
+
+
+def test_R_CONTACT_1_contacts_settings_are_read() -> None:
+    contacts = parse_settings(data(aircall={"contacts": {"save_matched": True, "save_created": True}}),
+                              environ={}).aircall.contacts
+    assert (contacts.save_matched, contacts.save_created) == (True, True)
+    assert problems_of(data(aircall={"contacts": {"save_created": True}})) == [
+        "aircall.contacts.save_created: true has no effect while aircall.contacts.save_matched is false: set "
+        "save_matched = true too, or save_created = false"]
+    assert problems_of(data(aircall={"contacts": {"save_matched": "yes"}})) == [
+        'aircall.contacts.save_matched: expected true or false, got "yes"']
+    assert problems_of(data(aircall={"contacts": {"save_match": True}})) == [
+        'aircall.contacts.save_match: unknown key (did you mean "save_matched"?)']
 
 
 # --- subjects (R-SF-SUBJ, R-FRONT-3) -------------------------------------------------------

@@ -306,7 +306,7 @@ def test_a_schema_3_file_gains_the_insights_table_and_keeps_its_data(path: Path,
                          "VALUES ('d', 'summary.created', 'insight', '7', 1, '2026-01-01T00:00:00.000000Z', '{}')")
     monkeypatch.undo()
     with State.open(path) as s:
-        assert s.schema_version == 4 == len(state_mod.MIGRATIONS)
+        assert s.schema_version == len(state_mod.MIGRATIONS) >= 4
         assert s.get_record(7, "front").crm_ids == {"contact": "crd_7"}
         assert s.posted_keys(7, "front") == {"comment:1"}
         assert s.message_ids([-5]) == {-5: "SM5"}
@@ -315,6 +315,67 @@ def test_a_schema_3_file_gains_the_insights_table_and_keeps_its_data(path: Path,
         assert s.get_insights([7]) == {}
         assert s.put_insights([(7, "summary", "found", "A summary.")]) == {7}
         assert s.get_insights([7])[7]["summary"].text == "A summary."
+
+
+def test_a_schema_4_file_gains_the_aircall_contacts_table_and_keeps_its_data(path: Path, monkeypatch) -> None:
+    """Issue 14 (RULES §9): schema 5 adds the Salesforce records saved in Aircall (R-CONTACT-3's fingerprint per
+    record); records, failures, messages, insights and the inbox of a schema-4 file are kept."""
+    monkeypatch.setattr(state_mod, "MIGRATIONS", state_mod.MIGRATIONS[:4])
+    with State.open(path) as s:
+        assert s.schema_version == 4
+        s.mark_written([(7, "salesforce", {"Task": "00T7", "Lead": "00Q7"}, "h7")])
+        s.record_failure(8, "salesforce", "Task", "FIELD_CUSTOM_VALIDATION_EXCEPTION", "no", None)
+        s.remember_messages([(-5, "SM5", None)])
+        s.put_insights([(7, "summary", "found", "A summary.")])
+        with s.sql(write=True) as conn:
+            conn.execute("INSERT INTO events (dedupe, event, kind, object_id, event_ms, received_at, body) "
+                         "VALUES ('d', 'call.ended', 'call', '7', 1, '2026-01-01T00:00:00.000000Z', '{}')")
+    monkeypatch.undo()
+    with State.open(path) as s:
+        assert s.schema_version == 5 <= len(state_mod.MIGRATIONS)
+        assert s.get_record(7, "salesforce").crm_ids == {"Task": "00T7", "Lead": "00Q7"}
+        assert [(f.call_id, f.code) for f in s.failures()] == [(8, "FIELD_CUSTOM_VALIDATION_EXCEPTION")]
+        assert s.message_ids([-5]) == {-5: "SM5"}
+        assert s.get_insights([7])[7]["summary"].text == "A summary."
+        with s.sql(write=False) as conn:
+            assert conn.execute("SELECT event, object_id FROM events").fetchall() == [("call.ended", "7")]
+        assert s.get_contacts(["00Q7"]) == {}
+        s.queue_contacts([("00Q7", "Lead", "f1", {"desired": {"x": 1}})])
+        s.contact_saved("00Q7", 42, True, "f1")
+        known = s.get_contacts(["00Q7"])["00Q7"]
+        assert (known.contact_id, known.ours, known.saved_hash, known.queued) == (42, True, "f1", None)
+
+
+def test_R_CONTACT_3_contact_rows_queue_create_mark_save_and_fail(st: State) -> None:
+    """The contact row's life: queued in the run's transaction, the create mark committed before the POST, saved
+    with its fingerprint (the queue emptied), a failure kept queued only when it is to be tried again."""
+    st.queue_contacts([("003A", "Contact", "h1", {"desired": {"a": 1}, "key": 5})])
+    [row] = st.queued_contacts()
+    assert (row.record_id, row.queued, row.queued_hash, row.contact_id, row.creating_at) == (
+        "003A", {"desired": {"a": 1}, "key": 5}, "h1", None, None)
+    st.contact_creating("003A")
+    assert st.get_contacts(["003A"])["003A"].creating_at is not None
+    assert st.contact_counts()["creating"] == 1
+    st.contact_failed("003A", "UNCERTAIN", "no answer", again=True)
+    row = st.get_contacts(["003A"])["003A"]
+    assert (row.queued_hash, row.error_code, row.attempts) == ("h1", "UNCERTAIN", 1) and row.creating_at
+    st.contact_found("003A", 99, True)  # the lost create, found again: the mark goes
+    row = st.get_contacts(["003A"])["003A"]
+    assert (row.contact_id, row.ours, row.creating_at) == (99, True, None)
+    st.queue_contacts([("003A", "Contact", "h2", {"desired": {"a": 2}})])  # changed meanwhile
+    st.contact_saved("003A", 99, True, "h1")  # what was saved is h1: h2 still waits
+    row = st.get_contacts(["003A"])["003A"]
+    assert (row.saved_hash, row.queued_hash, row.error, row.attempts) == ("h1", "h2", None, 0)
+    st.contact_failed("003A", "400", "Bad Request", again=False)
+    row = st.get_contacts(["003A"])["003A"]
+    assert (row.queued, row.error_code, row.saved_hash) == (None, "400", "h1")
+    assert [f.record_id for f in st.contact_failures()] == ["003A"]
+    st.skip_contacts([("00QB", "Lead", "h3", "created by aircall-sync")])
+    assert st.get_contacts(["00QB"])["00QB"].skip_hash == "h3"
+    assert st.contact_counts() == {"saved": 1, "created": 1, "queued": 0, "failed": 1, "skipped": 1, "creating": 0}
+    st.contact_found("003A", None, True)  # gone from Aircall: forgotten, and never "ours" without an id
+    row = st.get_contacts(["003A"])["003A"]
+    assert (row.contact_id, row.ours) == (None, False)
 
 
 def test_insights_found_none_and_asked(st: State) -> None:

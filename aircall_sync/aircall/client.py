@@ -47,6 +47,10 @@ class AircallApiError(ServiceError):
         self.status = status
 
 
+class ContactsForbiddenError(AircallApiError):
+    """Aircall answered 403 to a contacts request: this API key may not read or write contacts (RULES §9)."""
+
+
 class WindowTooDenseError(ServiceError):
     """One second holds more calls than one Aircall query can return."""
 
@@ -107,6 +111,8 @@ class AircallClient:
         self.pacer = Pacer(requests_per_minute, sleep=self.retry.sleep)
         self.stats = RetryStats()
         self.fetch = FetchStats()
+        #: Set once Aircall answered 403 to a contacts request (RULES §9): no more are sent by this client.
+        self.contacts_forbidden = False
         self._clock = clock
         self._http = httpx.Client(
             auth=httpx.BasicAuth(api_id, api_token),
@@ -224,6 +230,106 @@ class AircallClient:
         """``GET /v1/numbers/:id``: an Aircall number (its ``name`` titles message Tasks, R-MSG-4)."""
         return self._get(f"/numbers/{int(number_id)}").get("number") or {}
 
+    # -------------------------------------------------------------- contacts (aircall-api.md §12, RULES §9)
+
+    def _contacts(self, method: str, path: str, *, params: dict | None = None, json: dict | None = None,
+                  once: bool = False) -> tuple[int, dict]:
+        """A ``/v1/contacts…`` request under the retry contract: ``(status, body)``; a 404 is ``(404, {})``.
+
+        403 raises ``ContactsForbiddenError`` (a key that may not write contacts is not a credentials problem:
+        the calls are still read); 401 the credentials' ``CredentialsError``; any other refusal
+        ``AircallApiError``. ``once``: a write not sent again after a timeout or a 5xx (it may have landed).
+        """
+        policy = RetryPolicy(max_attempts=1, sleep=self.retry.sleep) if once else self.retry
+        response = send(self._http, method, f"{self.base_url}{path}", params=params, json=json, service="Aircall",
+                        pacer=self.pacer, policy=policy, stats=self.stats, rate_limit_wait=self._rate_limit_wait)
+        status = response.status_code
+        if status == 401:
+            raise CredentialsError("Aircall refused the credentials (HTTP 401): check aircall.api_id and "
+                                   "aircall.api_token (Dashboard > Integrations & API > API Keys)")
+        if status == 403:
+            raise ContactsForbiddenError(f"Aircall answered HTTP 403 for {method} {_contact_path(path)}: "
+                                         f"{_error_text(response)}", 403)
+        if status == 404:
+            return 404, {}
+        if status >= 400:
+            raise AircallApiError(f"Aircall answered HTTP {status} for {method} {_contact_path(path)}: "
+                                  f"{_error_text(response)}", status)
+        if status == 204 or not response.content:
+            return status, {}
+        try:
+            body = response.json()
+        except ValueError:
+            raise ServiceError(f"Aircall answered {method} {_contact_path(path)} with a body that is not JSON") from None
+        return status, body if isinstance(body, dict) else {}
+
+    def get_contact(self, contact_id: int) -> dict | None:
+        """``GET /v1/contacts/:id``: the contact, or None when Aircall has no such contact (deleted)."""
+        status, body = self._contacts("GET", f"/contacts/{int(contact_id)}")
+        return None if status == 404 else (body.get("contact") or None)
+
+    def search_contacts(self, *, phone_number: str | None = None, email: str | None = None) -> list[dict]:
+        """``GET /v1/contacts/search`` by an E.164 number (or an e-mail): the first page, newest change first."""
+        params = {"per_page": PER_PAGE, "order": "desc", "order_by": "updated_at",
+                  **({"phone_number": phone_number} if phone_number else {}), **({"email": email} if email else {})}
+        status, body = self._contacts("GET", "/contacts/search", params=params)
+        contacts = body.get("contacts") if status != 404 else None
+        return [c for c in contacts if isinstance(c, dict)] if isinstance(contacts, list) else []
+
+    def recent_contacts(self, page: int = 1) -> tuple[list[dict], bool]:
+        """``GET /v1/contacts``, one page of 50 of the contacts created last first, and whether more follow:
+        where a create whose answer was lost is (a search may lag a create, §12). Aircall's order, not our clock."""
+        status, body = self._contacts("GET", "/contacts", params={"order": "desc", "order_by": "created_at",
+                                                                 "per_page": PER_PAGE, "page": int(page)})
+        contacts = body.get("contacts") if status != 404 else None
+        if not isinstance(contacts, list):
+            return [], False
+        return [c for c in contacts if isinstance(c, dict)], _has_next(body, page, len(contacts))
+
+    def create_contact(self, body: dict) -> dict:
+        """``POST /v1/contacts``, sent once (no upsert: a repeat would make a second contact)."""
+        _status, answer = self._contacts("POST", "/contacts", json=body, once=True)
+        contact = answer.get("contact")
+        if not isinstance(contact, dict) or not isinstance(contact.get("id"), int):
+            raise ServiceError("Aircall answered POST /v1/contacts without the contact it created")
+        return contact
+
+    def update_contact(self, contact_id: int, fields: dict) -> dict | None:
+        """``POST /v1/contacts/:id`` with the scalar fields to change (not a PUT, §12); None: no such contact."""
+        status, body = self._contacts("POST", f"/contacts/{int(contact_id)}", json=fields)
+        return None if status == 404 else (body.get("contact") or {})
+
+    def add_contact_detail(self, contact_id: int, kind: str, label: str, value: str) -> bool:
+        """``POST /v1/contacts/:id/{phone,email}_details``, sent once (a repeat would add it twice);
+        False when the contact is gone."""
+        status, _ = self._contacts("POST", f"/contacts/{int(contact_id)}/{_detail(kind)}",
+                                   json={"label": label, "value": value}, once=True)
+        return status != 404
+
+    def update_contact_detail(self, contact_id: int, kind: str, detail_id: int, label: str, value: str) -> bool:
+        status, _ = self._contacts("PUT", f"/contacts/{int(contact_id)}/{_detail(kind)}/{int(detail_id)}",
+                                   json={"label": label, "value": value})
+        return status != 404
+
+    def delete_contact_detail(self, contact_id: int, kind: str, detail_id: int) -> None:
+        """A 404 is fine: the number (or the contact) is gone already."""
+        self._contacts("DELETE", f"/contacts/{int(contact_id)}/{_detail(kind)}/{int(detail_id)}")
+
+    def may_write_contacts(self) -> bool:
+        """Whether this key may write contacts, asked without changing anything (``check``, RULES §9).
+
+        An update of contact 0 (no contact has that id) with nothing in it: a key that may write gets 404 (or a
+        validation error), one that may not gets 403. **decision**: no test contact is created and deleted,
+        which other integrations would see (``contact.*`` webhooks) and a failure halfway would leave behind.
+        """
+        try:
+            self._contacts("POST", "/contacts/0", json={})
+        except ContactsForbiddenError:
+            return False
+        except AircallApiError:
+            pass
+        return True
+
     def _page(self, window: Window, page: int, per_page: int = PER_PAGE) -> dict:
         if page * per_page > MAX_ITEMS:  # §3: Aircall would answer 400
             raise ServiceError(f"refusing to ask Aircall for page {page}: beyond its 10,000-item cap")
@@ -309,6 +415,16 @@ class AircallClient:
                     "while it was being read; run again"
                 )
             body = self._page(window, page)
+
+
+def _detail(kind: str) -> str:
+    if kind not in ("phone", "email"):
+        raise ValueError(f"unknown contact detail {kind!r}")
+    return f"{kind}_details"
+
+
+def _contact_path(path: str) -> str:
+    return "/v1" + path
 
 
 def _has_next(body: dict, page: int, count: int) -> bool:

@@ -64,9 +64,21 @@ def search_terms(number: ExternalNumber) -> list[str]:
     return list(dict.fromkeys(t for t in terms if len(t) >= 5))
 
 
-def sosl_queries(numbers: Sequence[ExternalNumber], person_accounts: bool) -> list[str]:
-    """SOSL statements covering ``numbers``, each under ``SOSL_BUDGET`` characters."""
-    returning = _returning(person_accounts)
+#: RULES R-CONTACT-1: what saving a matched record in Aircall reads, beside what matching reads (only when
+#: ``aircall.contacts.save_matched``, and only the fields the API user can see).
+CONTACT_FIELDS: dict[str, tuple[str, ...]] = {
+    "Contact": ("FirstName", "LastName", "Email", "MobilePhone", "Phone"),
+    "Lead": ("FirstName", "LastName", "Email", "Company", "MobilePhone", "Phone"),
+    "Account": ("Name", "Phone"),
+    "PersonAccount": ("FirstName", "LastName", "PersonEmail", "PersonMobilePhone"),
+}
+
+
+def sosl_queries(numbers: Sequence[ExternalNumber], person_accounts: bool,
+                 extra: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """SOSL statements covering ``numbers``, each under ``SOSL_BUDGET`` characters. ``extra``: more fields to
+    return per object (``Contact``, ``Lead``, ``Account``), e.g. what R-CONTACT-1 saves."""
+    returning = _returning(person_accounts, extra)
     queries, terms = [], []
     for number in numbers:
         mine = [sosl_term(t) for t in search_terms(number)]
@@ -84,29 +96,45 @@ def _sosl(terms: list[str], returning: str) -> str:
     return "FIND {" + " OR ".join(terms) + "} IN PHONE FIELDS RETURNING " + returning
 
 
-def _returning(person_accounts: bool) -> str:
+def _more(sobject: str, have: Sequence[str], extra: Mapping[str, Sequence[str]] | None) -> str:
+    """``, F1, F2`` for the ``extra`` fields of ``sobject`` not among ``have`` (any case)."""
+    known = {f.lower() for f in have}
+    more = [f for f in (extra or {}).get(sobject, ()) if f.lower() not in known and not known.add(f.lower())]
+    return "".join(f", {f}" for f in more)
+
+
+def _returning(person_accounts: bool, extra: Mapping[str, Sequence[str]] | None = None) -> str:
     common = "Id, Name, OwnerId, LastModifiedDate"
+    base = common.split(", ")
     contact_where = " WHERE IsPersonAccount = false" if person_accounts else ""
+    account_fields = [*base, "Phone"]
     account = f"Account({common}, Phone"
     if person_accounts:
         account += ", IsPersonAccount, PersonContactId, " + ", ".join(PHONE_FIELDS["PersonAccount"])
-    account += ")"
+        account_fields += ["IsPersonAccount", "PersonContactId", *PHONE_FIELDS["PersonAccount"]]
+    account += _more("Account", account_fields, extra) + ")"
+    contact_fields = [*base, "AccountId", *PHONE_FIELDS["Contact"]]
+    lead_fields = [*base, *PHONE_FIELDS["Lead"]]
     return ", ".join(
         [
-            f"Contact({common}, AccountId, {', '.join(PHONE_FIELDS['Contact'])}{contact_where})",
-            f"Lead({common}, {', '.join(PHONE_FIELDS['Lead'])} WHERE IsConverted = false)",
+            f"Contact({common}, AccountId, {', '.join(PHONE_FIELDS['Contact'])}"
+            f"{_more('Contact', contact_fields, extra)}{contact_where})",
+            f"Lead({common}, {', '.join(PHONE_FIELDS['Lead'])}{_more('Lead', lead_fields, extra)} "
+            "WHERE IsConverted = false)",
             account,
         ]
     )
 
 
-def exact_queries(numbers: Sequence[ExternalNumber], sobject: str, person_accounts: bool) -> list[str]:
+def exact_queries(numbers: Sequence[ExternalNumber], sobject: str, person_accounts: bool,
+                  extra: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """SOQL finding records stored with the E.164 value itself (records this tool created)."""
     fields = {"Contact": "Id, Name, OwnerId, LastModifiedDate, AccountId, Phone",
               "Lead": "Id, Name, OwnerId, LastModifiedDate, Phone",
               "Account": "Id, Name, OwnerId, LastModifiedDate, Phone"}[sobject]
     if sobject == "Account" and person_accounts:
         fields += ", IsPersonAccount, PersonContactId"
+    fields += _more(sobject, fields.split(", "), extra)
     extra = " AND IsConverted = false" if sobject == "Lead" else ""
     if sobject == "Contact" and person_accounts:
         extra = " AND IsPersonAccount = false"  # person contacts match as their Person Account

@@ -71,6 +71,8 @@ class CallPlan:
     outcome: Outcome | None = None  # decided at plan time (skip / unchanged)
     depends_on: list[str] = field(default_factory=list)  # placeholder ids the Task needs
     extra_records: dict[str, str] = field(default_factory=dict)  # e.g. the matched record
+    #: The record the item is logged against (RULES §9 saves it in Aircall); None when not planned now.
+    match: Match | None = None
 
     @property
     def key(self) -> int:
@@ -189,12 +191,18 @@ class SalesforceTaskTarget:
         self._links: dict[str, str | None] = {}
         self._warned: set[str] = set()
         self._planned: dict[str, Any] = {}  # placeholders planned this run (dry runs span batches)
+        #: RULES §9 (aircall.contacts.save_matched): the fields of matched records R-CONTACT-1 saves, read in
+        #: the lookups the run makes anyway, and the names of matched Contacts' Accounts (one query a chunk).
+        self.save_contacts = settings.aircall.contacts.save_matched
+        self.contact_fields: dict[str, tuple[str, ...]] = {}
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._account_names: dict[str, str | None] = {}
 
     # ------------------------------------------------------------ setup
 
     def start(self) -> None:
         """Learn the org once per run: Task fields (R-SF-FIELDS, R-SF-TASK-6), person accounts."""
-        described = self.org.describe_many(["Task", "Account"])
+        described = self.org.describe_many(["Task", "Account", *(("Contact", "Lead") if self.save_contacts else ())])
         task = described.get("Task")
         if not task:
             raise OrgMismatchError("the Salesforce user cannot see the Task object; grant it read/create on Task")
@@ -204,7 +212,21 @@ class SalesforceTaskTarget:
         self.checkboxes = frozenset(f["name"] for f in task.get("fields", []) if f.get("type") == "boolean")
         account = described.get("Account") or {}
         self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
+        self._learn_contact_fields(described)
         self._await_earlier_jobs()
+
+    def _learn_contact_fields(self, described: Mapping[str, Any]) -> None:
+        """RULES §9: the record fields R-CONTACT-1 saves that the API user can see (a hidden one is not read,
+        and that part of the contact is left alone)."""
+        if not self.save_contacts:
+            return
+        visible = {o: {f["name"].lower(): f["name"] for f in (described.get(o) or {}).get("fields", [])}
+                   for o in ("Contact", "Lead", "Account")}
+        wanted = dict(matching.CONTACT_FIELDS)
+        account = list(wanted["Account"]) + (list(wanted["PersonAccount"]) if self.person_accounts else [])
+        wanted = {"Contact": wanted["Contact"], "Lead": wanted["Lead"], "Account": tuple(account)}
+        self.contact_fields = {o: tuple(visible[o][f.lower()] for f in fields if f.lower() in visible[o])
+                               for o, fields in wanted.items()}
 
     def _await_earlier_jobs(self) -> None:
         """Wait for the Task Bulk jobs a run that did not finish left processing (DESIGN §6).
@@ -227,6 +249,8 @@ class SalesforceTaskTarget:
         Lead or a Case since (DESIGN §10); the next plan looks them up again."""
         self._matches.clear()
         self._links.clear()
+        self._rows.clear()
+        self._account_names.clear()
 
     # ------------------------------------------------------------ plan
 
@@ -255,6 +279,8 @@ class SalesforceTaskTarget:
 
         numbers = {p.assessment.external.e164: p.assessment.external for p in todo if p.assessment.external}
         self._resolve(list(numbers.values()))
+        if self.save_contacts:
+            self._load_account_names(todo)
         self._load_users(todo)
         existing = self._existing_items(todo)
         contacts: dict[bool, set[str]] = {True: set(), False: set()}  # is a message -> matched Contacts
@@ -328,6 +354,7 @@ class SalesforceTaskTarget:
         a = plan.assessment
         call = a.call
         match, note = self._match_or_new(a, batch)
+        plan.match = match
         what_id = None
         if match is not None and match.object == "Contact" and not match.created:
             what_id = self._links.get(match.id)
@@ -384,6 +411,7 @@ class SalesforceTaskTarget:
         """R-MSG-4: a message's Task, in modes task and voice, matched, linked and owned as a call's."""
         a = plan.assessment
         match, note = self._match_or_new(a, batch)
+        plan.match = match
         what_id = None
         if match is not None and match.object == "Contact" and not match.created:
             what_id = self._links.get(match.id)
@@ -469,13 +497,15 @@ class SalesforceTaskTarget:
         wanted = [n for n in numbers if n.e164 not in self._matches]
         if not wanted:
             return
-        records = [r for rows in self.org.searches(matching.sosl_queries(wanted, self.person_accounts)) for r in rows]
+        extra = self.contact_fields or None
+        records = [r for rows in self.org.searches(matching.sosl_queries(wanted, self.person_accounts, extra))
+                   for r in rows]
         # Records this tool created carry the E.164 value: found exactly even
         # before the search index has them (§5), so a number never gets two.
         created_type = {"lead": "Lead", "contact": "Contact", "account": "Account"}.get(
             self.sf.matching.unknown_number)
         if created_type:
-            for rows in self.org.queries(matching.exact_queries(wanted, created_type, self.person_accounts)):
+            for rows in self.org.queries(matching.exact_queries(wanted, created_type, self.person_accounts, extra)):
                 for row in rows:
                     row.setdefault("attributes", {"type": created_type})
                     records.append(row)
@@ -483,6 +513,61 @@ class SalesforceTaskTarget:
         for number in wanted:
             best = matching.choose(index.get(number.e164, []), number)
             self._matches[number.e164] = matching.to_match(best) if best else None
+            if best and self.save_contacts:
+                self._rows[str(best["Id"])] = {k: v for k, v in best.items() if k != "attributes"}
+
+    def _load_account_names(self, todo: Iterable[CallPlan]) -> None:
+        """RULES §9: the Account names of matched Contacts (their company in Aircall): one query per chunk."""
+        wanted = sorted({m.account_id for p in todo if (m := self._match_for(p.assessment)) is not None
+                         and m.object == "Contact" and m.account_id and m.account_id not in self._account_names})
+        if not wanted:
+            return
+        for account_id in wanted:
+            self._account_names[account_id] = None
+        soqls = [f"SELECT Id, Name FROM Account WHERE Id IN {soql_in(wanted[i:i + 300])}"
+                 for i in range(0, len(wanted), 300)]
+        for rows in self.org.queries(soqls):
+            for row in rows:
+                self._account_names[str(row.get("Id"))] = row.get("Name")
+        # Ids come back in 18 characters whatever was asked: an AccountId read in 15 finds its name too.
+        for row_id, name in list(self._account_names.items()):
+            if len(row_id) == 18:
+                self._account_names.setdefault(row_id[:15], name)
+
+    def contact_sources(self, batch: Batch, outcomes: Iterable[Outcome] | None = None) -> list:
+        """RULES §9: the records the batch's items were logged against, with what R-CONTACT-1 saves of them.
+
+        ``outcomes``: only the items logged (created, updated or unchanged; not failed or skipped). None: all
+        planned (a dry run, ``explain``). A record this batch created is marked ``created``.
+        """
+        from aircall_sync.contacts import Source
+        from aircall_sync.targets.salesforce_match import region_of
+
+        logged = None if outcomes is None else {
+            o.call_id for o in outcomes if o.outcome in ("created", "updated", "unchanged")}
+        out = []
+        for plan in batch.calls:
+            match, a = plan.match, plan.assessment
+            if match is None or a.external is None or (logged is not None and plan.key not in logged):
+                continue
+            if match.id.startswith(NEW):
+                change = batch.new_records.get(match.id)
+                if change is None:
+                    continue
+                record_id = change.record_id
+                if record_id is None and logged is not None:
+                    continue  # its create failed
+                row = dict(change.fields)
+            else:
+                record_id = match.id
+                row = self._rows.get(match.id, {})
+            contact = a.call.contact if a.call is not None else a.message.contact
+            out.append(Source(
+                key=plan.key, message_id=plan.message_id, object=match.object, record_id=record_id, row=row,
+                account_name=self._account_names.get(match.account_id) if match.account_id else None,
+                created=match.created, region=region_of(a.external), number=a.external.e164,
+                call_contact_id=contact.id if contact is not None else None))
+        return out
 
     def _load_users(self, plans: Iterable[CallPlan]) -> None:
         spellings: dict[str, set[str]] = {}
@@ -707,6 +792,10 @@ class SalesforceTaskTarget:
         fields = change.fields
         name = fields.get("Name") or " ".join(p for p in (fields.get("FirstName"), fields.get("LastName")) if p)
         self._matches[key] = Match(sobject, record_id, name or None, fields.get("OwnerId") or self.org.user_id)
+        if self.save_contacts:
+            # Later chunks find it as an existing record: the same fields, so the same contact fingerprint
+            # (RULES §9: not saved while it stays as created, unless aircall.contacts.save_created).
+            self._rows[record_id] = {**fields, "Id": record_id}
 
     def _create_new(self, order: list[tuple[str, Change]], records: list[dict]) -> list[SaveResult]:
         """Create the new records; those whose answer was lost are found again before any re-send.
@@ -887,6 +976,27 @@ def check_org(settings, org: SalesforceOrg) -> tuple[list[str], list[str]]:
     return infos, problems
 
 
+def check_contact_fields(settings, org: SalesforceOrg) -> list[str]:
+    """``check`` with ``aircall.contacts.save_matched`` (RULES §9): which record fields R-CONTACT-1 saves the API
+    user cannot see (those parts of the Aircall contact are left alone; not a problem)."""
+    if not settings.aircall.contacts.save_matched:
+        return []
+    described = org.describe_many(["Contact", "Lead", "Account"])
+    account = described.get("Account") or {}
+    person = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
+    wanted = {"Contact": matching.CONTACT_FIELDS["Contact"], "Lead": matching.CONTACT_FIELDS["Lead"],
+              "Account": matching.CONTACT_FIELDS["Account"] + (matching.CONTACT_FIELDS["PersonAccount"] if person
+                                                              else ())}
+    hidden = []
+    for obj, fields in wanted.items():
+        names = {f["name"].lower() for f in (described.get(obj) or {}).get("fields", [])}
+        hidden += [f"{obj}.{f}" for f in fields if f.lower() not in names]
+    if not hidden:
+        return ["Aircall contacts (RULES §9): every record field saved is visible to the API user"]
+    return [f"Aircall contacts (RULES §9): {', '.join(hidden)} hidden from the API user: saved contacts go without "
+            "them (grant read access in its profile to save them)"]
+
+
 # ---------------------------------------------------------------- mode "voice" (RULES §5)
 
 
@@ -908,7 +1018,8 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
 
         voice = self.sf.voice
         # Messages are Tasks in voice mode too (R-MSG-4): the Task describe says which fields exist.
-        described = self.org.describe_many(["VoiceCall", voice.aircall_voice_object, "Account", "Task"])
+        described = self.org.describe_many(["VoiceCall", voice.aircall_voice_object, "Account", "Task",
+                                            *(("Contact", "Lead") if self.save_contacts else ())])
         task = described.get("Task")
         if task:
             self.task_fields = frozenset(f["name"] for f in task.get("fields", []))
@@ -928,6 +1039,7 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         self.checkboxes = frozenset(f["name"] for f in custom.get("fields", []) if f.get("type") == "boolean")
         account = described.get("Account") or {}
         self.person_accounts = any(f.get("name") == "IsPersonAccount" for f in account.get("fields", []))
+        self._learn_contact_fields(described)
         self._ctx = lambda match: VoiceContext(match, self.voice_call_fields, self.voice_object_fields,
                                                self.voice_object_lengths)
 
@@ -994,6 +1106,7 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         a = plan.assessment
         call = a.call
         match, note = self._match_or_new(a, batch)
+        plan.match = match
         draft = build_voice(call, a, self._ctx(match), self.settings)
         for warning in draft.warnings:
             self._warn_once(warning)
