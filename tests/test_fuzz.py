@@ -344,7 +344,8 @@ def test_the_queries_the_target_builds_from_aircall_data_keep_their_shape(agent_
                                "user": {"id": i, "name": "Agent", "email": email}})
             plans.append(CallPlan(rules.assess(call, SETTINGS, NOW), "fp"))
         target._load_users(plans)
-        target._existing_tasks([p.assessment.call.id for p in plans])
+        soqls, read = target._existing_reads(plans)
+        read(org.queries(soqls))
     wanted = {e for e in agent_emails if isinstance(e, str) and e}
     if wanted:
         user_query = parse_soql(org.soql[0])

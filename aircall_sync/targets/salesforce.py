@@ -382,7 +382,8 @@ class SalesforceOrg:
         return self.queries([soql], kind=kind)[0]
 
     def queries(self, soqls: Sequence[str], *, kind: str = "query") -> list[list[dict]]:
-        """Run SOQL statements, short ones by URL, long ones through Composite (§9), 5 per request."""
+        """Run SOQL statements: one alone by URL, several (or a long one) through Composite (§9), 5 per
+        request. A Composite request counts as one call toward the org's API limit, as a URL query does."""
         return self._read_many([("query", q) for q in soqls], kind)
 
     def searches(self, sosls: Sequence[str], *, kind: str = "search") -> list[list[dict]]:
@@ -391,11 +392,12 @@ class SalesforceOrg:
     def _read_many(self, items: list[tuple[str, str]], kind: str) -> list[list[dict]]:
         results: list[list[dict] | None] = [None] * len(items)
         long_ones = []
+        together = sum(1 for verb, _ in items if verb == "query") > 1
         for index, (verb, text) in enumerate(items):
             path = f"{verb}?q={quote(text, safe='')}"
             # Composite carries queries but not searches: a search always goes by URL,
             # and sosl_queries keeps it under the URI limit (§9).
-            if verb == "search" or len(self.sf.base_url + path) <= URL_BUDGET:
+            if verb == "search" or (not together and len(self.sf.base_url + path) <= URL_BUDGET):
                 results[index] = self._records(verb, self.request("GET", path, kind=kind))
             else:
                 long_ones.append((index, verb, path))

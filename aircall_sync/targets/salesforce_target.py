@@ -278,11 +278,13 @@ class SalesforceTaskTarget:
             return batch
 
         numbers = {p.assessment.external.e164: p.assessment.external for p in todo if p.assessment.external}
-        self._resolve(list(numbers.values()))
+        # The records already written for these items are read with the exact-number queries: one Composite
+        # request for both (a live batch of one call: a search and one query request, not two).
+        existing_soqls, read_existing = self._existing_reads(todo)
+        existing = read_existing(self._resolve(list(numbers.values()), also=existing_soqls))
         if self.save_contacts:
             self._load_account_names(todo)
         self._load_users(todo)
-        existing = self._existing_items(todo)
         contacts: dict[bool, set[str]] = {True: set(), False: set()}  # is a message -> matched Contacts
         for p in todo:
             if (m := self._match_for(p.assessment)) and m.object == "Contact":
@@ -493,28 +495,33 @@ class SalesforceTaskTarget:
 
     # ------------------------------------------------------------ lookups (batched, cached per run)
 
-    def _resolve(self, numbers: list[ExternalNumber]) -> None:
+    def _resolve(self, numbers: list[ExternalNumber], also: Sequence[str] = ()) -> list[list[dict]]:
+        """Match the numbers not matched yet (R-SF-MATCH); returns the rows of the ``also`` queries, sent with
+        the exact-number queries (Composite, 5 queries a request)."""
         wanted = [n for n in numbers if n.e164 not in self._matches]
-        if not wanted:
-            return
         extra = self.contact_fields or None
         records = [r for rows in self.org.searches(matching.sosl_queries(wanted, self.person_accounts, extra))
-                   for r in rows]
+                   for r in rows] if wanted else []
         # Records this tool created carry the E.164 value: found exactly even
         # before the search index has them (§5), so a number never gets two.
         created_type = {"lead": "Lead", "contact": "Contact", "account": "Account"}.get(
             self.sf.matching.unknown_number)
-        if created_type:
-            for rows in self.org.queries(matching.exact_queries(wanted, created_type, self.person_accounts, extra)):
-                for row in rows:
-                    row.setdefault("attributes", {"type": created_type})
-                    records.append(row)
+        exact = matching.exact_queries(wanted, created_type, self.person_accounts, extra) if (
+            wanted and created_type) else []
+        results = self.org.queries([*exact, *also]) if exact or also else []
+        if not wanted:
+            return results
+        for rows in results[:len(exact)]:
+            for row in rows:
+                row.setdefault("attributes", {"type": created_type})
+                records.append(row)
         index = matching.index_by_number(records, wanted)
         for number in wanted:
             best = matching.choose(index.get(number.e164, []), number)
             self._matches[number.e164] = matching.to_match(best) if best else None
             if best and self.save_contacts:
                 self._rows[str(best["Id"])] = {k: v for k, v in best.items() if k != "attributes"}
+        return results[len(exact):]
 
     def _load_account_names(self, todo: Iterable[CallPlan]) -> None:
         """RULES §9: the Account names of matched Contacts (their company in Aircall): one query per chunk."""
@@ -617,23 +624,28 @@ class SalesforceTaskTarget:
             if cid in self._links and self._links[cid] is None:
                 self._links[cid] = row.get(value)
 
-    def _existing_items(self, todo: list[CallPlan]) -> dict[int, dict]:
-        """The records already written for these calls and messages, by key (DESIGN §6)."""
+    def _existing_reads(self, todo: list[CallPlan]) -> tuple[list[str], Callable[[list[list[dict]]], dict[int, dict]]]:
+        """The records already written for these calls and messages, by key (DESIGN §6): the queries, and
+        what reads their rows (``plan`` sends them with its other reads)."""
         call_ids = [p.key for p in todo if p.assessment.call is not None]
         messages = {p.assessment.message.id: p.key for p in todo if p.assessment.call is None}
-        return self._existing_tasks(call_ids, messages)
+        return self._task_reads(call_ids, messages)
 
-    def _existing_tasks(self, call_ids: list[int], messages: Mapping[str, int] | None = None) -> dict[int, dict]:
+    def _task_reads(self, call_ids: list[int], messages: Mapping[str, int] | None = None
+                    ) -> tuple[list[str], Callable[[list[list[dict]]], dict[int, dict]]]:
         """Tasks already carrying these calls' ids, or ``message:{id}`` (CallObject): the reconciliation of
         DESIGN §6, in one query for the calls and the messages of a chunk. ``messages``: id -> key."""
         messages = messages or {}
         values = [str(i) for i in call_ids] + [KEY_PREFIX + m for m in messages]
         if not values:
-            return {}
+            return [], lambda _results: {}
         fields = sorted(self._task_read_fields())
-        found: dict[int, dict] = {}
         soql = f"SELECT {', '.join(fields)} FROM Task WHERE CallObject IN {soql_in(values)} ORDER BY CreatedDate ASC"
-        for row in self.org.query(soql):
+        return [soql], lambda results: self._read_tasks(results[0], messages)
+
+    def _read_tasks(self, rows: list[dict], messages: Mapping[str, int]) -> dict[int, dict]:
+        found: dict[int, dict] = {}
+        for row in rows:
             key_text = str(row.get("CallObject") or "")
             if key_text.startswith(KEY_PREFIX):
                 call_id = messages.get(key_text[len(KEY_PREFIX):])
@@ -1057,18 +1069,24 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         names = {n.lower(): n for n in self.voice_object_fields}
         return names.get(self.sf.voice.fields.call_id.lower(), self.sf.voice.fields.call_id)
 
-    def _existing_items(self, todo: list[CallPlan]) -> dict[int, dict]:
-        """Both voice records of each call; the Task of each message (R-MSG-4)."""
-        found = self._existing_tasks([p.key for p in todo if p.assessment.call is not None])
+    def _existing_reads(self, todo: list[CallPlan]) -> tuple[list[str], Callable[[list[list[dict]]], dict[int, dict]]]:
+        """Both voice records of each call; the Task of each message (R-MSG-4): the queries, and what reads
+        their rows."""
+        call_soqls, read_calls = self._voice_reads([p.key for p in todo if p.assessment.call is not None])
         messages = {p.assessment.message.id: p.key for p in todo if p.assessment.call is None}
-        if messages:
-            found.update(SalesforceTaskTarget._existing_tasks(self, [], messages))
-        return found
+        task_soqls, read_tasks = SalesforceTaskTarget._task_reads(self, [], messages)
 
-    def _existing_tasks(self, call_ids: list[int], messages=None) -> dict[int, dict]:
+        def read(results: list[list[dict]]) -> dict[int, dict]:
+            found = read_calls(results[:len(call_soqls)])
+            found.update(read_tasks(results[len(call_soqls):]))
+            return found
+
+        return call_soqls + task_soqls, read
+
+    def _voice_reads(self, call_ids: list[int]) -> tuple[list[str], Callable[[list[list[dict]]], dict[int, dict]]]:
         """Both records of each call, found by their keys (DESIGN §6)."""
         if not call_ids:
-            return {}
+            return [], lambda _results: {}
         keys = soql_in([str(i) for i in call_ids])
         obj = self.sf.voice.aircall_voice_object
         key = self._key_field()
@@ -1078,19 +1096,24 @@ class SalesforceVoiceTarget(SalesforceTaskTarget):
         av_fields = sorted({"Id", key, "CreatedDate"} | {f for f in enabled.values()
                                                           if f.lower() in {n.lower() for n in self.voice_object_fields}})
         av_fields = [self._org_name(f, self.voice_object_fields) for f in av_fields]
-        vc_rows, av_rows = self.org.queries([
+        soqls = [
             f"SELECT {', '.join(vc_fields)} FROM VoiceCall WHERE VendorCallKey IN {keys} ORDER BY CreatedDate ASC",
             f"SELECT {', '.join(dict.fromkeys(av_fields))} FROM {obj} WHERE {key} IN {keys} ORDER BY CreatedDate ASC",
-        ])
-        found: dict[int, dict] = {}
-        for kind, rows, field_name in (("VoiceCall", vc_rows, "VendorCallKey"), ("Voice", av_rows, key)):
-            for row in rows:
-                try:
-                    call_id = int(str(row.get(field_name)))
-                except ValueError:
-                    continue
-                found.setdefault(call_id, {}).setdefault(kind, row)
-        return found
+        ]
+
+        def read(results: list[list[dict]]) -> dict[int, dict]:
+            vc_rows, av_rows = results
+            found: dict[int, dict] = {}
+            for kind, rows, field_name in (("VoiceCall", vc_rows, "VendorCallKey"), ("Voice", av_rows, key)):
+                for row in rows:
+                    try:
+                        call_id = int(str(row.get(field_name)))
+                    except ValueError:
+                        continue
+                    found.setdefault(call_id, {}).setdefault(kind, row)
+            return found
+
+        return soqls, read
 
     @staticmethod
     def _org_name(name: str, names: frozenset[str]) -> str:
