@@ -880,8 +880,9 @@ def day_budget(r: LiveResult, cfg: LiveConfig) -> DayBudget | None:
     if rec.window_calls is None:
         return None
     reconcile = total(rec.requests, "aircall", exclude=("webhooks",))
-    check = total(r.first_reconcile.requests, "aircall") - total(r.first_reconcile.requests, "aircall",
-                                                                  exclude=("webhooks",))
+    # An hourly check of a healthy webhook: the restart's (the first start may also repair the subscription the
+    # sandbox registered, once: not a daily cost).
+    check = total(rec.requests, "aircall") - total(rec.requests, "aircall", exclude=("webhooks",))
     reconciles = 24 * 60 // 30  # live.reconcile_every = 30 min (the default the bench runs with)
     sync_run = total(r.syncs[-1], "aircall") if r.syncs else None
     cron_day = CRON_RUNS_A_DAY * sync_run if sync_run is not None else None
