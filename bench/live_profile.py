@@ -113,6 +113,7 @@ class LiveConfig:
     syncs: int = 2
     restart: bool = True
     phase_timeout: float = 900.0
+    latency_ms: float = 50.0  # added to every request of every emulated API (issue 12: 50 ms)
 
 
 @dataclass
@@ -603,9 +604,15 @@ def run_live(mode: str, cfg: LiveConfig, *, log: Any, endpoint: Any, servers: An
     history_days = (DAY - 60) / DAY
     delivery = DeliveryOptions(p_duplicate=cfg.p_duplicate, p_reorder=cfg.p_reorder,
                                reorder_hold_s=20.0, duplicate_delay_s=5.0)
+    from aircall_sync.sandbox.server import Faults
+
+    slow = Faults(latency_ms=cfg.latency_ms) if cfg.latency_ms else None
+    front = mode == "front"
     options = SandboxOptions(calls=cfg.calls_per_day, seed=cfg.seed, days=history_days, end=end, live=True,
                              time_scale=cfg.time_scale, webhook_delivery=delivery,
-                             salesforce=mode in ("task", "voice"), front=mode == "front")
+                             salesforce=mode in ("task", "voice"), front=front,
+                             aircall_faults=slow, salesforce_http_faults=slow,
+                             front_faults=slow if front else None)
     with tempfile.TemporaryDirectory(prefix="aircall-sync-bench-live-") as tmp, Sandbox(options) as box:
         work = Path(tmp)
         try:
@@ -977,7 +984,9 @@ def live_notes(results: list[LiveResult], cfg: LiveConfig) -> list[str]:
 def settings_line(cfg: LiveConfig) -> str:
     return (f"Live profile: serve (`python -m aircall_sync --config X serve`, default [live] and [sync] settings: "
             f"batch_window 1 s, reconcile_every 30 min, reconcile_window 2 h, lag 30 min) fed by the Aircall "
-            f"emulator's webhooks over loopback HTTP, emulators in the bench process (no latency, no limits); "
+            f"emulator's webhooks over loopback HTTP, emulators in the bench process ("
+            f"{f'{cfg.latency_ms:g} ms on every request of every API' if cfg.latency_ms else 'no latency'}, no "
+            f"limits); "
             f"history {cfg.calls_per_day:,} calls over 24 h, evenly; steady {cfg.calls:,} calls at {cfg.rate:g}/min "
             f"(talk {cfg.talk[0]}-{cfg.talk[1]} s, time scale {cfg.time_scale:g}), deliveries "
             f"{cfg.p_duplicate:.0%} duplicated and {cfg.p_reorder:.0%} reordered; burst {cfg.burst:,} answered "

@@ -32,7 +32,8 @@ Profiles:
 - ``live`` (run only when named; DESIGN §10 "Budgets"): ``aircall-sync serve``
   in a process of its own, started as a user starts it (``python -m
   aircall_sync --config X serve``), fed by the Aircall emulator's webhook
-  deliveries for calls it places over time. Its tables: the delay from the
+  deliveries for calls it places over time, every request to every emulated
+  API taking ``--latency-ms``. Its tables: the delay from the
   acknowledged delivery that ends a call (``call.hungup`` or ``call.ended``)
   to the record readable in the emulated CRM (p50, p95, max) for calls at a
   steady rate (``--calls``, default 300, at ``--live-rate`` a minute) and for
@@ -715,7 +716,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true",
                    help=f"N={SMOKE_CALLS}, raw profile, mode task, no results file: checks that it runs "
                         "(with --profile live: a tiny live row, about 20 s)")
-    p.add_argument("--latency-ms", type=float, default=50.0, help="per-request latency of the real profile (50)")
+    p.add_argument("--latency-ms", type=float, default=50.0, help="per-request latency of the real and live profiles (50)")
     p.add_argument("--aircall-rpm", type=int, default=60, help="Aircall requests per minute, real profile (60)")
     p.add_argument("--front-rpm", type=int, default=50, help="Front requests per minute, real profile (50)")
     p.add_argument("--days", type=int, default=30, help="spread the calls over this many days (30)")
@@ -792,11 +793,11 @@ def live_plan(args: argparse.Namespace) -> tuple[list[str], live_profile.LiveCon
     if args.smoke:
         # A tiny row for CI: checks the whole loop runs, measures nothing worth keeping.
         cfg = live_profile.LiveConfig(calls=6, rate=120, burst=10, posts=200, clients=4, calls_per_day=600,
-                                      time_scale=0.02, talk=(10, 20), syncs=1, phase_timeout=60)
+                                      time_scale=0.02, talk=(10, 20), syncs=1, phase_timeout=60, latency_ms=0)
     else:
         cfg = live_profile.LiveConfig(rate=args.live_rate, burst=args.live_burst, posts=args.live_posts,
                                       clients=args.live_clients, calls_per_day=args.live_calls_per_day,
-                                      time_scale=args.live_time_scale)
+                                      time_scale=args.live_time_scale, latency_ms=args.latency_ms)
     if args.calls:
         try:
             cfg.calls = int(args.calls.split(",")[0].replace("_", ""))
