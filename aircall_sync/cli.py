@@ -459,7 +459,8 @@ def serve(
     Salesforce, the message in the contact's Front conversation. With [aircall.ai] enabled = true, the AI
     insights' events update the call's records as they arrive (their content fetched when an event lacks it).
 
-    Runs until stopped; SIGTERM stops receiving, finishes what is due (up to 30 s) and exits 0.
+    Runs until stopped; SIGTERM stops receiving, finishes what is due (up to 30 s) and exits 0. A port
+    another process listens on: exit 1, naming it; no live.webhook_token: exit 2.
     """
     from aircall_sync.live.serve import serve as run_serve
 

@@ -116,19 +116,21 @@ def test_serve_without_a_webhook_token_says_how_to_get_one(box, tmp_path):
     assert "Traceback" not in serve.output
 
 
-def test_a_port_in_use_is_one_line_and_exit_2(box, tmp_path):
+def test_a_port_in_use_is_one_line_and_exit_1(box, tmp_path):
+    """Issue 12: a port in use is exit 1 naming the port (the machine's state, not a bad setting)."""
     import socket
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     try:
+        port = taken.getsockname()[1]
         result = CliRunner().invoke(app, ["--config", str(config_for(box, tmp_path)), "serve", "--port",
-                                          str(taken.getsockname()[1])], env={"AIRCALL_WEBHOOK_TOKEN": TOKEN})
+                                          str(port)], env={"AIRCALL_WEBHOOK_TOKEN": TOKEN})
     finally:
         taken.close()
-    assert result.exit_code == 2
-    assert result.stderr.startswith("error: --port / live.port: cannot listen on 127.0.0.1:")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: --port / live.port: cannot listen on 127.0.0.1:{port}: ")
     assert "another process listens there" in result.stderr
 
 

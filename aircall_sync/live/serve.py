@@ -43,7 +43,8 @@ def require_serve_settings(settings) -> None:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    """Bind before anything else starts, so a port in use is one clear line (exit 2)."""
+    """Bind before anything else starts, so a port in use is one clear line: exit 1 (issue 12: the machine's
+    state, not the settings), naming the port; an address that cannot be used at all is exit 2."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -55,9 +56,10 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        hint = " (another process listens there: stop it, or choose another --port / live.port)" if (
-            exc.errno == errno.EADDRINUSE) else ""
-        raise UsageError(f"--port / live.port: cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+        if exc.errno == errno.EADDRINUSE:
+            raise ServiceError(f"--port / live.port: cannot listen on {host}:{port}: {exc.strerror} (another "
+                               "process listens there: stop it, or choose another --port / live.port)") from None
+        raise UsageError(f"--port / live.port: cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
