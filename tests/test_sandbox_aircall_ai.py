@@ -95,6 +95,14 @@ def _settled(box: Sandbox, min_age: int = 1800) -> list[dict]:
     return [c for c in box.aircall_store.iter_calls() if c["ended_at"] and c["ended_at"] < now - min_age]
 
 
+def external_phone(call: dict) -> str:
+    """The external participant's number in AI content: '+digits' of raw_digits, or 'anonymous' for a hidden
+    caller (the emulator's documented choice, AMBIGUITIES in sandbox/aircall_ai.py; which calls are anonymous
+    depends on the day the sandbox is built)."""
+    digits = re.sub(r"\D", "", call.get("raw_digits") or "")
+    return "anonymous" if call.get("raw_digits") == "anonymous" or not digits else "+" + digits
+
+
 def _eligible(box: Sandbox) -> list[dict]:
     return [c for c in _settled(box) if c["status"] == "done" and _talk(c) >= 60]
 
@@ -141,7 +149,7 @@ def test_the_five_endpoints_serve_an_eligible_call(box):
                 if u["participant_type"] == "internal":
                     assert u["user_id"] == call["user"]["id"] and "phone_number" not in u
                 else:
-                    assert u["phone_number"] == "+" + re.sub(r"\D", "", call["raw_digits"]) and "user_id" not in u
+                    assert u["phone_number"] == external_phone(call) and "user_id" not in u
             summary = bodies["summary"]
             assert summary["call_id"] == cid and isinstance(summary["content"], str) and summary["content"]
             assert ISO_MILLIS.match(summary["created_at"])
@@ -151,7 +159,7 @@ def test_the_five_endpoints_serve_an_eligible_call(box):
             assert sentiment["id"] == sentiment["call_id"] == cid
             (participant,) = sentiment["participants"]
             assert participant["type"] == "external" and participant["value"] in SENTIMENTS
-            assert participant["phone_number"] == "+" + re.sub(r"\D", "", call["raw_digits"])
+            assert participant["phone_number"] == external_phone(call)
             if "action_items" in bodies:
                 with_items += 1
                 items = bodies["action_items"]
