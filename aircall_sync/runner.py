@@ -992,17 +992,11 @@ def explain_message(settings, message_id: str, events: list, *, out: IO[str]) ->
         lines.append(f"  {name}: " + (f"skip ({decision.reason})" if decision.skipped else "log"))
     for line in lines:
         c.print(line, markup=False)
-    names = settings.enabled_targets()
-    if not names:
+    if not settings.enabled_targets():
         return
     state, close_state = open_state(settings.sync.state_path, dry_run=True)
     try:
-        printer = render.PlanPrinter(out, show_unchanged=True)
-        for target in connect_targets(settings, names, state, dry_run=True):
-            batch = target.plan([a], only_changed=False)
-            for change in batch.changes():
-                printer(change)
-            _explain_contacts(settings, state, target, batch, printer, c)
+        _explain_plans(settings, state, a, out, c)
     finally:
         close_state()
 
@@ -1042,17 +1036,23 @@ def _explain_call(settings, call_id: int, *, out: IO[str], now: datetime | None 
             lines.append(line)
         for line in lines:
             c.print(line, markup=False)
-        names = settings.enabled_targets()
-        if not names:
-            return
-        printer = render.PlanPrinter(out, show_unchanged=True)
-        for target in connect_targets(settings, names, state, dry_run=True):
-            batch = target.plan([a], only_changed=False)
-            for change in batch.changes():
-                printer(change)
-            _explain_contacts(settings, state, target, batch, printer, c)
+        _explain_plans(settings, state, a, out, c)
     finally:
         close_state()
+
+
+def _explain_plans(settings, state: State, a, out: IO[str], c) -> None:
+    """``explain``: what each enabled target would write for one call or message (and, with
+    aircall.contacts.save_matched, the Aircall contact its record would be saved as)."""
+    names = settings.enabled_targets()
+    if not names:
+        return
+    printer = render.PlanPrinter(out, show_unchanged=True)
+    for target in connect_targets(settings, names, state, dry_run=True):
+        batch = target.plan([a], only_changed=False)
+        for change in batch.changes():
+            printer(change)
+        _explain_contacts(settings, state, target, batch, printer, c)
 
 
 def _explain_contacts(settings, state: State, target, batch, printer, c) -> None:
