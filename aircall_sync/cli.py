@@ -294,13 +294,17 @@ def check(ctx: typer.Context) -> None:
 
 # ---------------------------------------------------------------- calls
 
+#: The date range of calls, backfill and replay (read like backfill's dates, DESIGN §3).
+FromOption = Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD) or date-time, in sync.timezone.")]
+ToOption = Annotated[str, typer.Option("--to", help="Last day (inclusive) or end date-time, in sync.timezone.")]
+
 
 @app.command()
 @handled
 def calls(
     ctx: typer.Context,
-    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD) or date-time, in sync.timezone.")],
-    to: Annotated[str, typer.Option("--to", help="Last day (inclusive) or end date-time, in sync.timezone.")],
+    from_: FromOption,
+    to: ToOption,
     format: Annotated[str, typer.Option("--format", help="table or jsonl.")] = "table",
 ) -> None:
     """List calls with their kind, talk and wait time, number and flow decision per target."""
@@ -358,8 +362,8 @@ def _run(ctx: typer.Context, command: str, **kwargs: Any) -> None:
 @handled
 def backfill(
     ctx: typer.Context,
-    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD) or date-time, in sync.timezone.")],
-    to: Annotated[str, typer.Option("--to", help="Last day (inclusive) or end date-time, in sync.timezone.")],
+    from_: FromOption,
+    to: ToOption,
     target: TargetOption = "all",
     dry_run: DryRunOption = False,
     format: FormatOption = "text",
@@ -473,8 +477,8 @@ def serve(
 @handled
 def replay(
     ctx: typer.Context,
-    from_: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD) or date-time, in sync.timezone.")],
-    to: Annotated[str, typer.Option("--to", help="Last day (inclusive) or end date-time, in sync.timezone.")],
+    from_: FromOption,
+    to: ToOption,
     kind: Annotated[str, typer.Option("--kind", help="calls, messages or all.")] = "all",
     dry_run: DryRunOption = False,
     format: FormatOption = "text",
