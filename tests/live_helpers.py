@@ -146,6 +146,25 @@ class ServeProcess:
         return self.stop(signal.SIGKILL)
 
 
+def worker_config(box, tmp: Path, targets=("salesforce", "front")) -> Path:
+    """Settings for an in-process live worker on ``box``: no pacing, no batch window, a fixed token."""
+    from conftest import write_settings
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    settings = box.settings(tmp / "state.sqlite3", targets=targets)
+    settings["aircall"]["requests_per_minute"] = 60000
+    if "front" in settings:
+        settings["front"]["requests_per_minute"] = 60000
+    settings["live"] = {"webhook_token": "t", "batch_window": "0s"}
+    return write_settings(tmp / "settings.toml", settings)
+
+
+def finished_calls(box) -> list[dict]:
+    """The sandbox's finished calls, in the order they started."""
+    calls = [c for c in box.aircall_store.iter_calls(0, 2**40) if c["status"] == "done" and c["ended_at"]]
+    return sorted(calls, key=lambda c: (c["started_at"], c["id"]))
+
+
 def wait_for(condition, timeout: float = 10.0, what: str = "the condition") -> None:
     """Poll ``condition`` until true (a bound, not a sleep standing in for synchronisation)."""
     deadline = time.monotonic() + timeout

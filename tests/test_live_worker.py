@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import write_settings
-from live_helpers import LiveWorker, LocalBox, envelope, front_state, webhook_form
+from live_helpers import LiveWorker, LocalBox, envelope, finished_calls, front_state, webhook_form, worker_config
 from reliability_harness import diff_states, org_state
 from typer.testing import CliRunner
 
@@ -31,21 +30,6 @@ def make_box() -> Sandbox:
     return Sandbox(SandboxOptions(end=END, **DATA)).start()
 
 
-def config_for(box: Sandbox, tmp: Path, targets=("salesforce", "front")) -> Path:
-    tmp.mkdir(parents=True, exist_ok=True)
-    settings = box.settings(tmp / "state.sqlite3", targets=targets)
-    settings["aircall"]["requests_per_minute"] = 60000
-    if "front" in settings:
-        settings["front"]["requests_per_minute"] = 60000
-    settings["live"] = {"webhook_token": "t", "batch_window": "0s"}
-    return write_settings(tmp / "settings.toml", settings)
-
-
-def finished_calls(box: Sandbox) -> list[dict]:
-    calls = [c for c in box.aircall_store.iter_calls(0, 2**40) if c["status"] == "done" and c["ended_at"]]
-    return sorted(calls, key=lambda c: (c["started_at"], c["id"]))
-
-
 class Live(LiveWorker):
     def __init__(self, box: Sandbox, config: Path):
         super().__init__(config)
@@ -56,7 +40,7 @@ def reference(tmp_path_factory):
     """What one backfill writes for the data: the live result must equal it, call by call."""
     box = make_box()
     try:
-        config = config_for(box, tmp_path_factory.mktemp("reference"))
+        config = worker_config(box, tmp_path_factory.mktemp("reference"))
         result = CliRunner().invoke(app, ["--config", str(config), "backfill", "--from", FROM, "--to", TO])
         assert result.exit_code == 0, result.output
         return org_state(LocalBox(box)), front_state(box)
@@ -71,7 +55,7 @@ BASE: list[str] = [""]  # the Aircall emulator's URL, for the links events carry
 def live(tmp_path):
     box = make_box()
     BASE[0] = box.aircall_url
-    handle = Live(box, config_for(box, tmp_path))
+    handle = Live(box, worker_config(box, tmp_path))
     yield box, handle
     handle.close()
     box.stop()

@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import write_settings
-from live_helpers import envelope, webhook_form
+from live_helpers import envelope, finished_calls, webhook_form, worker_config
 from message_helpers import lifecycle as message_lifecycle
 from message_helpers import message
 from typer.testing import CliRunner
@@ -45,20 +44,6 @@ def box():
     sandbox.stop()
 
 
-def config_for(box: Sandbox, tmp: Path, targets: tuple[str, ...]) -> Path:
-    settings = box.settings(tmp / "state.sqlite3", targets=targets)
-    settings["aircall"]["requests_per_minute"] = 60000
-    if "front" in settings:
-        settings["front"]["requests_per_minute"] = 60000
-    settings["live"] = {"webhook_token": "t", "batch_window": "0s"}
-    return write_settings(tmp / "settings.toml", settings)
-
-
-def finished(box: Sandbox) -> list[dict]:
-    calls = [c for c in box.aircall_store.iter_calls(0, 2**40) if c["status"] == "done" and c["ended_at"]]
-    return sorted(calls, key=lambda c: (c["started_at"], c["id"]))
-
-
 def log_live(box: Sandbox, config: Path, calls: list[dict], messages: list[dict]) -> None:
     """What serve did: the events stored in the inbox, processed by the worker (Salesforce only)."""
     settings = load_settings(config)
@@ -86,11 +71,11 @@ def run(config: Path, *args: str):
 
 
 def test_replay_after_enabling_front_writes_every_stored_message_and_call_to_front_once(box, tmp_path):
-    calls = [c for c in finished(box) if c["started_at"] >= datetime(2026, 10, 29, tzinfo=UTC).timestamp()][:12]
-    log_live(box, config_for(box, tmp_path, ("salesforce",)), calls, [*MESSAGES, OLD_MESSAGE])
+    calls = [c for c in finished_calls(box) if c["started_at"] >= datetime(2026, 10, 29, tzinfo=UTC).timestamp()][:12]
+    log_live(box, worker_config(box, tmp_path, ("salesforce",)), calls, [*MESSAGES, OLD_MESSAGE])
     tasks = len(box.sf_store.records("Task"))
     assert front_external_ids(box) == []
-    both = config_for(box, tmp_path, ("salesforce", "front"))  # Front enabled later
+    both = worker_config(box, tmp_path, ("salesforce", "front"))  # Front enabled later
     first = run(both, "replay", "--from", FROM, "--to", TO, "--report", str(tmp_path / "r.jsonl"))
     assert first.exit_code == 0, first.output
     ids = front_external_ids(box)
@@ -113,8 +98,8 @@ def test_replay_after_enabling_front_writes_every_stored_message_and_call_to_fro
 
 
 def test_replay_dry_run_shows_the_plan_and_writes_nothing(box, tmp_path):
-    log_live(box, config_for(box, tmp_path, ("salesforce",)), [], MESSAGES)
-    both = config_for(box, tmp_path, ("salesforce", "front"))
+    log_live(box, worker_config(box, tmp_path, ("salesforce",)), [], MESSAGES)
+    both = worker_config(box, tmp_path, ("salesforce", "front"))
     state = tmp_path / "state.sqlite3"
     before = state.read_bytes()
     plan = run(both, "replay", "--from", FROM, "--to", TO, "--dry-run", "--format", "json")
@@ -128,9 +113,9 @@ def test_replay_dry_run_shows_the_plan_and_writes_nothing(box, tmp_path):
 
 
 def test_replay_of_one_kind_and_bad_input(box, tmp_path):
-    calls = [c for c in finished(box) if c["started_at"] >= datetime(2026, 10, 29, tzinfo=UTC).timestamp()][:5]
-    log_live(box, config_for(box, tmp_path, ("salesforce",)), calls, MESSAGES)
-    both = config_for(box, tmp_path, ("salesforce", "front"))
+    calls = [c for c in finished_calls(box) if c["started_at"] >= datetime(2026, 10, 29, tzinfo=UTC).timestamp()][:5]
+    log_live(box, worker_config(box, tmp_path, ("salesforce",)), calls, MESSAGES)
+    both = worker_config(box, tmp_path, ("salesforce", "front"))
     only_calls = run(both, "replay", "--from", FROM, "--to", TO, "--kind", "calls")
     assert only_calls.exit_code == 0, only_calls.output
     assert not [i for i in front_external_ids(box) if i.startswith("aircall-message-")]
@@ -140,7 +125,7 @@ def test_replay_of_one_kind_and_bad_input(box, tmp_path):
 
 
 def test_replay_without_a_state_file_says_where_it_looked(box, tmp_path):
-    config = config_for(box, tmp_path, ("salesforce",))
+    config = worker_config(box, tmp_path, ("salesforce",))
     result = run(config, "replay", "--from", FROM, "--to", TO)
     assert result.exit_code == 2
     assert result.stderr == (f"error: no state file at {tmp_path / 'state.sqlite3'}: replay reads the webhook "
@@ -148,8 +133,8 @@ def test_replay_without_a_state_file_says_where_it_looked(box, tmp_path):
 
 
 def test_replay_of_an_empty_range_writes_nothing(box, tmp_path):
-    log_live(box, config_for(box, tmp_path, ("salesforce",)), [], MESSAGES)
-    result = run(config_for(box, tmp_path, ("salesforce", "front")), "-v", "replay", "--from", "2026-01-01",
+    log_live(box, worker_config(box, tmp_path, ("salesforce",)), [], MESSAGES)
+    result = run(worker_config(box, tmp_path, ("salesforce", "front")), "-v", "replay", "--from", "2026-01-01",
                  "--to", "2026-01-02")
     assert result.exit_code == 0, result.output
     assert "no stored webhook events in this range" in result.output
